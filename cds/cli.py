@@ -1,0 +1,128 @@
+"""Command line: `cds screen`, `cds serve`, `cds demo`, `cds sandbox`, `cds criteria`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import TextIO
+
+from cds.bundles import read_bundle_file
+from cds.engine import evaluate
+from cds.engine.model import Report, Status
+from cds.errors import CdsError
+
+_SYMBOL = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
+
+
+def _as_of(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from None
+
+
+def render_table(report: Report) -> str:
+    lines = [f"{report.patient}  verdict: {report.verdict.value}  (as of {report.as_of.isoformat()}, {report.trial})"]
+    if report.incomplete:
+        lines.append(f"  DATA INCOMPLETE: could not read {', '.join(report.incomplete)}")
+    width = max(len(c.id) for c in report.criteria)
+    for c in report.criteria:
+        lines.append(f"  {c.id:<{width}}  {_SYMBOL[c.status]:<7}  {c.reason}")
+        for e in c.evidence:
+            bits = [e.reference]
+            if e.value is not None:
+                bits.append(f"{e.value} {e.unit or ''}".strip())
+            if e.date:
+                bits.append(e.date)
+            if e.flags:
+                bits.append(",".join(f.value for f in e.flags))
+            lines.append(f"  {'':<{width}}           - {' | '.join(bits)}")
+    if report.data_issues:
+        lines.append(f"  {len(report.data_issues)} record(s) ignored:")
+        lines.extend(f"    - {d.reference}: {d.problem}" for d in report.data_issues)
+    return "\n".join(lines)
+
+
+def screen(paths: Sequence[Path], as_of: date, fmt: str, out: TextIO, err: TextIO) -> int:
+    """Screen every patient of every file; bad files are reported and the rest still screened."""
+    failures = 0
+    for path in paths:
+        try:
+            contents = read_bundle_file(path)
+        except CdsError as e:
+            print(f"error: {e.message}", file=err)
+            failures += 1
+            continue
+        for p in contents.patients:
+            report = evaluate(p.resources, patient_id=p.patient_id, as_of=as_of, searched=contents.searched)
+            if fmt == "jsonl":
+                out.write(json.dumps(report.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n")
+            else:
+                out.write(render_table(report) + "\n\n")
+        if contents.unassigned:
+            print(f"warning: {path}: {contents.unassigned} resource(s) name no patient of the file", file=err)
+    return 2 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cds", description="NCT04582136 prescreening (CDS Hooks service and tools)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("screen", help="screen patients in FHIR Bundle files")
+    s.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date (default: today)")
+    s.add_argument("--format", choices=("table", "jsonl"), default="table")
+
+    v = sub.add_parser("serve", help="run the CDS Hooks service (uvicorn)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+
+    d = sub.add_parser("demo", help="start the service, fire a patient-view hook for a fixture patient, show the card")
+    d.add_argument("patient_file", nargs="?", type=Path, default=None)
+
+    sub.add_parser("sandbox", help="build/start a local HAPI FHIR server and load the fixtures", add_help=False)
+
+    c = sub.add_parser("criteria", help="print the criteria table (markdown) from the trial definition")
+    c.add_argument("--check", type=Path, default=None, help="fail if this file does not contain the table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["sandbox"]:
+        from cds.sandbox import main as sandbox_main
+
+        return sandbox_main(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    if args.command == "screen":
+        as_of = args.as_of or date.today()  # the clock is read here, at the edge, never in the engine
+        return screen(args.paths, as_of, args.format, sys.stdout, sys.stderr)
+    if args.command == "serve":
+        from cds.service.app import serve
+
+        serve(host=args.host, port=args.port)
+        return 0
+    if args.command == "demo":
+        from cds.service.demo import run_demo
+
+        return run_demo(args.patient_file)
+    if args.command == "criteria":
+        from cds.trials.docs import criteria_markdown
+
+        table = criteria_markdown()
+        if args.check is not None:
+            if table not in args.check.read_text(encoding="utf-8"):
+                print(f"error: {args.check} does not contain the current criteria table", file=sys.stderr)
+                return 1
+            return 0
+        print(table)
+        return 0
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""Building blocks of a trial definition: value sets, lab analytes, drugs, policy.
+
+A trial is declared as data (see `cds/trials/`): value sets, analytes, drug tables, thresholds and
+windows are instances of these classes, and each criterion pairs an id with a generic rule from
+`cds.engine.rules`. A second trial is a new definition file, not new plumbing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeMatch:
+    """Which coding (or text) of a CodeableConcept matched a value set."""
+
+    value_set: str
+    label: str  # "http://snomed.info/sct|55464009" or 'text "tripterygium"'
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """Codes (system, code), code prefixes (for ICD-10-CM families) and an optional text pattern.
+
+    The text pattern is matched against `CodeableConcept.text` and every `coding.display`; use it
+    only where no code exists (herbal products) or as a documented name-based fallback.
+    """
+
+    name: str
+    codes: frozenset[tuple[str, str]] = frozenset()
+    prefixes: tuple[tuple[str, str], ...] = ()
+    text: re.Pattern[str] | None = None
+
+    @staticmethod
+    def of(
+        name: str,
+        codes: Iterable[tuple[str, str]] = (),
+        prefixes: Iterable[tuple[str, str]] = (),
+        text: str | None = None,
+    ) -> ValueSet:
+        return ValueSet(
+            name=name,
+            codes=frozenset(codes),
+            prefixes=tuple(prefixes),
+            text=re.compile(text, re.IGNORECASE) if text else None,
+        )
+
+    def __or__(self, other: ValueSet) -> ValueSet:
+        pattern: re.Pattern[str] | None
+        if self.text and other.text:
+            pattern = re.compile(f"(?:{self.text.pattern})|(?:{other.text.pattern})", re.IGNORECASE)
+        else:
+            pattern = self.text or other.text
+        return ValueSet(
+            name=f"{self.name} | {other.name}",
+            codes=self.codes | other.codes,
+            prefixes=self.prefixes + other.prefixes,
+            text=pattern,
+        )
+
+    def match_codings(self, codings: Iterable[tuple[str | None, str | None]]) -> CodeMatch | None:
+        for system, code in codings:
+            if not system or not code:
+                continue
+            if (system, code) in self.codes:
+                return CodeMatch(self.name, f"{system}|{code}")
+            for p_system, prefix in self.prefixes:
+                if system == p_system and code.startswith(prefix):
+                    return CodeMatch(self.name, f"{system}|{code}")
+        return None
+
+    def match_text(self, texts: Iterable[str | None]) -> CodeMatch | None:
+        if self.text is None:
+            return None
+        for t in texts:
+            if t and (m := self.text.search(t)):
+                return CodeMatch(self.name, f'text "{m.group(0)}"')
+        return None
+
+    def match(self, concept: Any) -> CodeMatch | None:
+        """Match an R4B CodeableConcept (or None)."""
+        if concept is None:
+            return None
+        codings = [(c.system, c.code) for c in (concept.coding or [])]
+        hit = self.match_codings(codings)
+        if hit is not None:
+            return hit
+        return self.match_text([concept.text, *[c.display for c in (concept.coding or [])]])
+
+    def systems_codes(self) -> list[tuple[str, str]]:
+        return sorted(self.codes)
+
+
+@dataclass(frozen=True)
+class Analyte:
+    """A laboratory analyte: its codes, the unit criteria compare in, and conversion facts."""
+
+    name: str
+    codes: ValueSet
+    unit: str  # canonical UCUM unit thresholds are expressed in
+    molar_mass: float | None = None  # g/mol, enables substance <-> mass conversion
+    # Units that UCUM keeps apart but the lab world treats as identical for this analyte,
+    # e.g. ALT in [iU]/L vs U/L. Maps a UCUM code to the code it is to be read as.
+    unit_equivalents: Mapping[str, str] = field(default_factory=dict)
+    default_uln: float | None = None  # in `unit`; used only when no referenceRange (ULN_ASSUMED)
+    default_lln: float | None = None
+
+
+class RouteClass(StrEnum):
+    ORAL = "oral"
+    INTRAVENOUS = "intravenous"
+    OTHER_SYSTEMIC = "other-systemic"  # IM, SC
+    TOPICAL = "topical"
+    OPHTHALMIC = "ophthalmic"
+    INHALED = "inhaled"
+    LOCAL_INJECTION = "local-injection"  # intra-articular, intralesional
+    RECTAL = "rectal"
+    UNKNOWN = "unknown"
+
+
+SYSTEMIC_ROUTES = frozenset({RouteClass.ORAL, RouteClass.INTRAVENOUS, RouteClass.OTHER_SYSTEMIC})
+
+
+@dataclass(frozen=True)
+class Product:
+    """A clinical drug (RxNorm SCD): strength per unit and dose form route."""
+
+    rxcui: str
+    name: str
+    strength_mg: float | None  # per tablet/capsule, or per mL for liquids (see per_ml)
+    route: RouteClass
+    per_ml: bool = False
+
+
+@dataclass(frozen=True)
+class Drug:
+    """An ingredient with the product codes that carry it, and a name pattern (fallback)."""
+
+    name: str
+    ingredient_rxcui: str | None
+    products: tuple[Product, ...] = ()
+    extra_codes: tuple[tuple[str, str], ...] = ()  # brand names, precise ingredients
+    name_pattern: str | None = None
+    prednisone_factor: float | None = None  # for glucocorticoids
+
+    @property
+    def value_set(self) -> ValueSet:
+        codes = {(RXNORM, p.rxcui) for p in self.products} | set(self.extra_codes)
+        if self.ingredient_rxcui:
+            codes.add((RXNORM, self.ingredient_rxcui))
+        return ValueSet.of(self.name, codes, text=self.name_pattern)
+
+    def product(self, rxcui: str) -> Product | None:
+        for p in self.products:
+            if p.rxcui == rxcui:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class DrugClass:
+    name: str
+    drugs: tuple[Drug, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Windows (days), defaults and policy switches. Every value is a documented choice."""
+
+    serology_window_days: int = 30
+    safety_lab_window_days: int = 30
+    sledai_window_days: int = 30
+    pregnancy_test_window_days: int = 7
+    infection_activity_days: int = 90
+    anti_infective_window_days: int = 14
+    # A medication list counts as complete enough to infer "not taking" when any medication record
+    # was active or recorded within this many days of the as-of date.
+    med_list_recent_days: int = 90
+    # Completed/stopped orders without an end date (common in Synthea data): assume the course
+    # ended within this many days of its start (evidence is flagged). Before that: unknown.
+    max_undated_course_days: int = 365
+    # Renewals of the same dose separated by at most this many days are one continuous segment.
+    renewal_grace_days: int = 7
+    # Count SNOMED 200936003 "Lupus erythematosus" (not specifically systemic) as SLE. Off by default.
+    generic_lupus_counts_as_sle: bool = False
+    # Extra (system, code) pairs accepted as a SLEDAI-2K total score Observation.
+    sledai_local_codes: tuple[tuple[str, str], ...] = ()

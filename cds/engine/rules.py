@@ -1,0 +1,1026 @@
+"""Generic, parameterised rules. A trial definition pairs each criterion id with one of these.
+
+Every rule returns an `Outcome` (status, one-line reason, evidence). Rules are pure: they read the
+`Context` (record, as-of date, policy) and never do I/O. Conventions:
+
+* inclusion rules answer "is the requirement met?"; exclusion rules answer "does the exclusion apply?"
+* absence of evidence settles an exclusion as `not_met` only when the data domain was searched;
+  otherwise the result is `unknown`.
+* anything that cannot be decided from the data (ranges straddling a threshold, unconvertible units,
+  doses that cannot be computed, unknown stop dates) is `unknown`, with the evidence that blocked it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Protocol
+
+from cds.engine import facts
+from cds.engine.definition import (
+    SYSTEMIC_ROUTES,
+    Analyte,
+    Drug,
+    Policy,
+    RouteClass,
+    ValueSet,
+)
+from cds.engine.facts import ConditionFact, Exposure, LabValue, fmt
+from cds.engine.model import Evidence, Flag, Status
+from cds.engine.record import MEDICATION_TYPES, PatientRecord
+from cds.engine.timeutil import add_months, add_years, age_on, span
+
+MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass
+class Context:
+    record: PatientRecord
+    as_of: date
+    policy: Policy
+    _cache: dict[Any, Any] = field(default_factory=dict)
+
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def exposures(self, drugs: tuple[Drug, ...]) -> list[Exposure]:
+        result: list[Exposure] = self.cached(("exp", drugs), lambda: facts.exposures(self.record, drugs, self.as_of))
+        return result
+
+    def labs(self, analyte: Analyte, window_days: int) -> list[LabValue]:
+        result: list[LabValue] = self.cached(
+            ("lab", analyte.name, window_days),
+            lambda: facts.lab_values(self.record, analyte, self.as_of, window_days),
+        )
+        return result
+
+    def conditions(self, vs: ValueSet) -> list[ConditionFact]:
+        result: list[ConditionFact] = self.cached(
+            ("cond", vs.name), lambda: facts.conditions(self.record, vs, self.as_of)
+        )
+        return result
+
+    def med_list_current(self) -> tuple[bool, Evidence]:
+        """Is the medication list recent enough to infer 'not taking' from absence?"""
+        if not self.record.has_searched_any(*MEDICATION_TYPES):
+            return False, Evidence("MedicationStatement/MedicationRequest", "medication data not available")
+        cutoff = self.as_of - timedelta(days=self.policy.med_list_recent_days)
+        dates = [d for d in facts.medication_activity_dates(self.record) if d >= cutoff]
+        if dates:
+            return True, Evidence(
+                "MedicationStatement/MedicationRequest/MedicationAdministration",
+                f"medication list has activity within {self.policy.med_list_recent_days} days",
+            )
+        return False, Evidence(
+            "MedicationStatement/MedicationRequest/MedicationAdministration",
+            f"no medication activity recorded within {self.policy.med_list_recent_days} days: "
+            "absence of a drug cannot be inferred",
+        )
+
+
+class Rule(Protocol):
+    def evaluate(self, ctx: Context) -> Outcome: ...
+
+
+def _searched(ctx: Context, *types: str) -> Evidence | None:
+    """None when all types were searched, else evidence naming what was missing."""
+    missing = [t for t in types if t not in ctx.record.searched]
+    if not missing:
+        return None
+    return Evidence(", ".join(missing), "data not available (not searched or could not be read)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Combinators and simple rules
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Exclusion made of alternatives: met if any is met; not_met only if all are not_met."""
+
+    parts: tuple[Rule, ...]
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        outcomes = [p.evaluate(ctx) for p in self.parts]
+        met = [o for o in outcomes if o.status is MET]
+        if met:
+            return Outcome(MET, "; ".join(o.reason for o in met), tuple(e for o in met for e in o.evidence))
+        unknown = [o for o in outcomes if o.status is UNKNOWN]
+        evidence = tuple(e for o in outcomes for e in o.evidence)
+        if unknown:
+            return Outcome(UNKNOWN, "; ".join(o.reason for o in unknown), evidence)
+        return Outcome(NOT_MET, "; ".join(o.reason for o in outcomes), evidence)
+
+
+@dataclass(frozen=True)
+class AlwaysReview:
+    reason: str
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        return Outcome(UNKNOWN, self.reason, (Evidence("investigator", "requires clinical judgment"),))
+
+
+@dataclass(frozen=True)
+class AgeRange:
+    """min_age <= completed years <= max_age; partial birth dates give an age range; deceased fails."""
+
+    min_age: int
+    max_age: int
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        p = ctx.record.patient
+        if p is None:
+            return Outcome(UNKNOWN, "Patient resource not available", (Evidence("Patient", "not available"),))
+        ref = f"Patient/{p.id}"
+        if p.deceasedBoolean is True or p.deceasedDateTime is not None:
+            when = span(p.deceasedDateTime)
+            return Outcome(
+                NOT_MET,
+                "patient is recorded as deceased",
+                (Evidence(ref, "Patient.deceased", date=when.iso() if when else None),),
+            )
+        birth = span(p.birthDate)
+        if birth is None:
+            return Outcome(UNKNOWN, "birth date not recorded", (Evidence(ref, "Patient.birthDate missing"),))
+        youngest = age_on(birth.latest, ctx.as_of)
+        oldest = age_on(birth.earliest, ctx.as_of)
+        ev = (
+            Evidence(
+                ref,
+                "age on the as-of date",
+                value=str(youngest) if youngest == oldest else f"{youngest}-{oldest}",
+                unit="a",
+                date=birth.iso(),
+            ),
+        )
+        ok = [self.min_age <= a <= self.max_age for a in (youngest, oldest)]
+        if all(ok):
+            return Outcome(MET, f"age {ev[0].value} is within {self.min_age}-{self.max_age}", ev)
+        if not any(ok) and not (youngest < self.min_age <= self.max_age < oldest):
+            return Outcome(NOT_MET, f"age {ev[0].value} is outside {self.min_age}-{self.max_age}", ev)
+        return Outcome(UNKNOWN, f"partial birth date: age {ev[0].value} straddles the limit", ev)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnosis rules
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodedDiagnosis:
+    """A required diagnosis: `confirmed` codes -> met; `review` codes only -> unknown; none -> not_met."""
+
+    confirmed: ValueSet
+    review: ValueSet  # related codes that do not prove the diagnosis (e.g. generic lupus)
+    not_sufficient: ValueSet  # related codes that are definitely not the diagnosis (cutaneous only)
+    label: str
+    review_counts_when: Callable[[Policy], bool] = lambda _p: False
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := _searched(ctx, "Condition")) is not None:
+            return Outcome(UNKNOWN, "conditions not available", (missing,))
+        confirmed = ctx.conditions(self.confirmed)
+        if confirmed:
+            ev = tuple(c.evidence(flags=(Flag.PROXY,)) for c in confirmed)
+            return Outcome(MET, f"coded {self.label} diagnosis (proxy for classification criteria)", ev)
+        review = ctx.conditions(self.review)
+        if review:
+            ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review)
+            if self.review_counts_when(ctx.policy):
+                return Outcome(MET, f"generic code accepted as {self.label} by configuration", ev)
+            return Outcome(UNKNOWN, f"only a non-specific or secondary lupus code: {self.label} not confirmed", ev)
+        other = ctx.conditions(self.not_sufficient)
+        if other:
+            ev = tuple(c.evidence() for c in other)
+            return Outcome(NOT_MET, f"only cutaneous or other non-systemic lupus coded, no {self.label}", ev)
+        return Outcome(
+            NOT_MET,
+            f"no {self.label} diagnosis recorded",
+            (Evidence("Condition", f"{len(ctx.record.of('Condition'))} conditions searched, none match"),),
+        )
+
+
+@dataclass(frozen=True)
+class DiagnosisAge:
+    """The earliest qualifying diagnosis is at least `months` calendar months before the as-of date."""
+
+    diagnosis: ValueSet
+    fallback: ValueSet  # codes evaluated when the diagnosis itself is unknown (generic lupus)
+    months: int
+    label: str
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := _searched(ctx, "Condition")) is not None:
+            return Outcome(UNKNOWN, "conditions not available", (missing,))
+        conds = ctx.conditions(self.diagnosis) or ctx.conditions(self.fallback)
+        if not conds:
+            return Outcome(UNKNOWN, f"no {self.label} diagnosis to date", ())
+        cutoff = add_months(ctx.as_of, -self.months)
+        dated = [(c, c.onset) for c in conds if c.onset] + [(c, c.recorded) for c in conds if c.recorded]
+        if not dated:
+            ev = tuple(c.evidence() for c in conds)
+            return Outcome(UNKNOWN, f"{self.label} diagnosis has no onset or recorded date", ev)
+        # Any date that is certainly on/before the cutoff proves duration (recordedDate bounds onset).
+        for c, s in dated:
+            assert s is not None
+            if s.latest <= cutoff:
+                return Outcome(
+                    MET,
+                    f"{self.label} diagnosed {s.iso()}, at least {self.months} months before {ctx.as_of}",
+                    (c.evidence(),),
+                )
+        onsets = [(c, s) for c, s in dated if s is not None]
+        if all(s.earliest > cutoff for _, s in onsets) and all(c.onset is not None for c in conds):
+            c0, s0 = min(onsets, key=lambda cs: cs[1].earliest)
+            return Outcome(
+                NOT_MET,
+                f"{self.label} diagnosed {s0.iso()}, less than {self.months} months before {ctx.as_of}",
+                (c0.evidence(),),
+            )
+        return Outcome(
+            UNKNOWN,
+            f"{self.label} diagnosis date is too imprecise to tell",
+            tuple(c.evidence() for c, _ in onsets),
+        )
+
+
+@dataclass(frozen=True)
+class ConditionPresent:
+    """Exclusion by coded condition.
+
+    mode "ever": any usable record (history counts); "active": clinically active on the as-of date;
+    "active-recent": active with onset within `recent_days` (active with an older or unknown onset
+    goes to review); review: codes that send the patient to review (unknown) instead of excluding.
+    """
+
+    vs: ValueSet
+    label: str
+    mode: str = "ever"
+    recent_days: int | None = None
+    review: ValueSet | None = None
+    review_reason: str = "needs review"
+    also_procedures: ValueSet | None = None
+
+    def _hits(self, ctx: Context) -> list[ConditionFact]:
+        conds = ctx.conditions(self.vs)
+        if self.mode == "ever":
+            return conds
+        out = []
+        recent_start = ctx.as_of - timedelta(days=self.recent_days or 0)
+        for c in conds:
+            is_recent = c.onset is not None and c.onset.latest >= recent_start
+            if (self.mode == "active" and c.active) or (self.mode == "active-recent" and c.active and is_recent):
+                out.append(c)
+        return out
+
+    def _older_active(self, ctx: Context, hits: list[ConditionFact]) -> list[ConditionFact]:
+        """In mode active-recent: active conditions with older or unknown onset (go to review)."""
+        if self.mode != "active-recent":
+            return []
+        refs = {h.ref for h in hits}
+        return [c for c in ctx.conditions(self.vs) if c.active and c.ref not in refs]
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        types = ("Condition", "Procedure") if self.also_procedures is not None else ("Condition",)
+        hits = self._hits(ctx) if "Condition" in ctx.record.searched else []
+        ev: list[Evidence] = [c.evidence() for c in hits]
+        if self.also_procedures is not None and "Procedure" in ctx.record.searched:
+            ev += [p.evidence() for p in facts.procedures(ctx.record, self.also_procedures, ctx.as_of)]
+        if ev:
+            return Outcome(MET, f"{self.label} recorded", tuple(ev))
+        if "Condition" in ctx.record.searched:
+            review = self._older_active(ctx, hits)
+            if self.review is not None:
+                review += [c for c in ctx.conditions(self.review) if self.mode == "ever" or c.active]
+            if review:
+                return Outcome(
+                    UNKNOWN,
+                    self.review_reason,
+                    tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review),
+                )
+        if (missing := _searched(ctx, *types)) is not None:
+            return Outcome(UNKNOWN, f"cannot rule out {self.label}: data not available", (missing,))
+        return Outcome(
+            NOT_MET,
+            f"no {self.label} recorded",
+            (Evidence("/".join(types), f"searched {', '.join(types)}: no matching record"),),
+        )
+
+
+@dataclass(frozen=True)
+class Malignancy:
+    """Malignancy within `years` (or still active), or lymphoproliferative disease ever.
+
+    Exceptions (treated cutaneous BCC/SCC, cured cervical carcinoma in situ) do not exclude when
+    they are resolved/abated; otherwise they go to review.
+    """
+
+    malignant: ValueSet
+    lymphoproliferative: ValueSet
+    exceptions: ValueSet
+    years: int
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := _searched(ctx, "Condition")) is not None:
+            return Outcome(UNKNOWN, "conditions not available", (missing,))
+        cutoff = add_years(ctx.as_of, -self.years)
+        exc_refs = {c.ref for c in ctx.conditions(self.exceptions)}
+        lpd = [c for c in ctx.conditions(self.lymphoproliferative) if c.ref not in exc_refs]
+        if lpd:
+            return Outcome(MET, "lymphoproliferative disease recorded", tuple(c.evidence() for c in lpd))
+        met: list[ConditionFact] = []
+        review: list[ConditionFact] = []
+        old: list[ConditionFact] = []
+        for c in ctx.conditions(self.malignant):
+            if c.ref in exc_refs:
+                continue
+            if c.active and c.abatement is None:
+                met.append(c)
+                continue
+            when = c.onset or c.recorded
+            if when is None:
+                review.append(c)
+            elif when.latest >= cutoff or (c.abatement is not None and c.abatement.latest >= cutoff):
+                met.append(c)
+            elif when.earliest < cutoff and (c.abatement is None or c.abatement.latest < cutoff):
+                if c.abatement is None and c.clinical_status not in ("resolved", "remission", "inactive"):
+                    review.append(c)
+                else:
+                    old.append(c)
+            else:
+                review.append(c)
+        if met:
+            return Outcome(MET, f"malignancy active or within {self.years} years", tuple(c.evidence() for c in met))
+        exceptions = ctx.conditions(self.exceptions)
+        untreated = [c for c in exceptions if c.active and c.abatement is None]
+        if review or untreated:
+            return Outcome(
+                UNKNOWN,
+                "malignancy history needs review (dates or cure not documented)",
+                tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review + untreated),
+            )
+        ev = tuple(c.evidence() for c in old + exceptions)
+        if ev:
+            return Outcome(NOT_MET, f"only malignancy more than {self.years} years ago or an allowed exception", ev)
+        return Outcome(NOT_MET, "no malignancy recorded", (Evidence("Condition", "no malignancy code"),))
+
+
+# ---------------------------------------------------------------------------------------------
+# Laboratory rules
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabTest:
+    """One analyte compared with a threshold, absolute or as a multiple of ULN/LLN.
+
+    Uses the most recent usable result in the window. `relative_to` is "uln" or "lln" (threshold
+    is then a multiple), or None (threshold in analyte.unit). Result `met` means `value op threshold`.
+    """
+
+    analyte: Analyte
+    op: str
+    threshold: float
+    window: str = "safety"  # "safety" | "serology" | "sledai"
+    relative_to: str | None = None
+
+    def _window_days(self, policy: Policy) -> int:
+        return {
+            "safety": policy.safety_lab_window_days,
+            "serology": policy.serology_window_days,
+            "sledai": policy.sledai_window_days,
+        }[self.window]
+
+    def describe(self) -> str:
+        if self.relative_to:
+            return f"{self.analyte.name} {self.op} {fmt(self.threshold)}x{self.relative_to.upper()}"
+        return f"{self.analyte.name} {self.op} {fmt(self.threshold)} {self.analyte.unit}"
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        days = self._window_days(ctx.policy)
+        if (missing := _searched(ctx, "Observation")) is not None:
+            return Outcome(UNKNOWN, f"{self.analyte.name}: observations not available", (missing,))
+        results = ctx.labs(self.analyte, days)
+        if not results:
+            return Outcome(
+                UNKNOWN,
+                f"no {self.analyte.name} result in the last {days} days",
+                (Evidence("Observation", f"no usable {self.analyte.name} result within {days} days"),),
+            )
+        latest = results[0]
+        if latest.value is None:
+            return Outcome(
+                UNKNOWN,
+                f"latest {self.analyte.name} is not usable ({latest.problem})",
+                (latest.evidence(f"{self.analyte.name}: {latest.problem}"),),
+            )
+        value = latest.value
+        flags: list[Flag] = []
+        limit_text = ""
+        if self.relative_to is not None:
+            limit = latest.uln if self.relative_to == "uln" else latest.lln
+            assumed = latest.uln_assumed if self.relative_to == "uln" else latest.lln_assumed
+            if limit is None or limit <= 0:
+                return Outcome(
+                    UNKNOWN,
+                    f"{self.analyte.name}: no reference limit and no default",
+                    (latest.evidence(f"{self.analyte.name} without {self.relative_to.upper()}"),),
+                )
+            if assumed:
+                flags.append(Flag.ULN_ASSUMED if self.relative_to == "uln" else Flag.LLN_ASSUMED)
+            value = value.scaled(1 / limit)
+            limit_text = f" ({self.relative_to.upper()} {fmt(limit)} {self.analyte.unit}" + (
+                ", site default)" if assumed else ")"
+            )
+        decided = value.test(self.op, self.threshold)
+        shown = latest.value.text()
+        desc = f"{self.analyte.name} {shown} {self.analyte.unit}{limit_text}"
+        ev = (latest.evidence(desc, tuple(flags)),)
+        if decided is None:
+            return Outcome(UNKNOWN, f"{desc}: comparator value cannot settle {self.describe()}", ev)
+        verb = "meets" if decided else "does not meet"
+        return Outcome(MET if decided else NOT_MET, f"{desc} on {latest.when} {verb} {self.describe()}", ev)
+
+
+@dataclass(frozen=True)
+class Serology:
+    """Inclusion: anti-dsDNA > threshold (IU only) OR C3 < threshold; both negative -> not_met."""
+
+    dsdna: Analyte
+    dsdna_threshold: float
+    c3: Analyte
+    c3_threshold: float
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        a = LabTest(self.dsdna, ">", self.dsdna_threshold, window="serology").evaluate(ctx)
+        b = LabTest(self.c3, "<", self.c3_threshold, window="serology").evaluate(ctx)
+        ev = a.evidence + b.evidence
+        if MET in (a.status, b.status):
+            pos = [o.reason for o in (a, b) if o.status is MET]
+            return Outcome(MET, "serologically active: " + "; ".join(pos), ev)
+        if a.status is NOT_MET and b.status is NOT_MET:
+            return Outcome(NOT_MET, "not serologically active: " + a.reason + "; " + b.reason, ev)
+        return Outcome(UNKNOWN, "serology not settled: " + "; ".join(o.reason for o in (a, b)), ev)
+
+
+@dataclass(frozen=True)
+class ClinicalSledai:
+    """Clinical SLEDAI-2K (total minus the anti-dsDNA and low-complement items) >= threshold.
+
+    Reads a recorded SLEDAI-2K total. The two serology items add at most `serology_max` points:
+    total >= threshold + serology_max -> met; total < threshold -> not_met; in between, the
+    serology points are computed from dsDNA (above the lab's ULN) and C3/C4 (below LLN) in the
+    window; if they cannot be determined -> unknown.
+    """
+
+    score: ValueSet
+    threshold: int
+    serology_max: int
+    dsdna: tuple[Analyte, ...]
+    complement: tuple[Analyte, ...]
+
+    def _scores(self, ctx: Context) -> list[tuple[str, date, float, str]]:
+        days = ctx.policy.sledai_window_days
+        local = ValueSet.of("SLEDAI local", ctx.policy.sledai_local_codes)
+        out: list[tuple[str, date, float, str]] = []
+        for o in ctx.record.of("Observation"):
+            if o.status not in ("final", "amended", "corrected"):
+                continue
+            if self.score.match(o.code) is None and local.match(o.code) is None:
+                continue
+            when = facts._obs_date(o)
+            if when is None or when > ctx.as_of or when < ctx.as_of - timedelta(days=days):
+                continue
+            q = o.valueQuantity
+            if q is None or q.value is None or q.comparator:
+                continue
+            out.append((f"Observation/{o.id}", when, float(q.value), facts.quantity_text(q)))
+        out.sort(key=lambda t: (t[1], t[0]), reverse=True)
+        return out
+
+    def _serology_points(self, ctx: Context) -> tuple[int, int, list[Evidence]]:
+        """(min, max) points the serology items can contribute, with the evidence used."""
+        days = ctx.policy.sledai_window_days
+        low = high = 0
+        ev: list[Evidence] = []
+        for analytes, op, item_points in ((self.dsdna, ">", 2), (self.complement, "<", 2)):
+            decided: list[bool | None] = []
+            for analyte in analytes:
+                results = ctx.labs(analyte, days)
+                if not results or results[0].value is None:
+                    continue
+                lv = results[0]
+                limit = lv.uln if op == ">" else lv.lln
+                assumed = lv.uln_assumed if op == ">" else lv.lln_assumed
+                if limit is None or assumed:
+                    decided.append(None)  # "above the lab's normal range" needs the lab's own range
+                    ev.append(lv.evidence(f"{analyte.name}: no laboratory reference range"))
+                    continue
+                assert lv.value is not None
+                decided.append(lv.value.test(op, limit))
+                ev.append(lv.evidence(f"{analyte.name} vs reference {'ULN' if op == '>' else 'LLN'} {fmt(limit)}"))
+            if True in decided:
+                low += item_points
+                high += item_points
+            elif not decided or None in decided:
+                high += item_points  # not measured or undecidable: 0 or all of the item's points
+        return low, high, ev
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := _searched(ctx, "Observation")) is not None:
+            return Outcome(UNKNOWN, "observations not available", (missing,))
+        scores = self._scores(ctx)
+        if not scores:
+            return Outcome(
+                UNKNOWN,
+                f"no SLEDAI-2K total recorded in the last {ctx.policy.sledai_window_days} days",
+                (Evidence("Observation", "no SLEDAI-2K score observation"),),
+            )
+        ref, when, total, original = scores[0]
+        ev = Evidence(
+            ref, "SLEDAI-2K total", value=fmt(total), unit="{score}", date=when.isoformat(), original=original
+        )
+        if total >= self.threshold + self.serology_max:
+            return Outcome(
+                MET,
+                f"SLEDAI-2K {fmt(total)} >= {self.threshold + self.serology_max}: clinical score >= "
+                f"{self.threshold} whatever the serology items",
+                (ev,),
+            )
+        if total < self.threshold:
+            return Outcome(NOT_MET, f"SLEDAI-2K {fmt(total)} < {self.threshold}", (ev,))
+        low, high, sev = self._serology_points(ctx)
+        ev_all = (ev, *sev)
+        best, worst = total - low, total - high
+        if worst >= self.threshold:
+            return Outcome(MET, f"clinical SLEDAI-2K >= {fmt(worst)} (total {fmt(total)} - {high} serology)", ev_all)
+        if best < self.threshold:
+            return Outcome(
+                NOT_MET,
+                f"clinical SLEDAI-2K {fmt(best)} (total {fmt(total)} - {low} serology) < {self.threshold}",
+                ev_all,
+            )
+        return Outcome(
+            UNKNOWN,
+            f"SLEDAI-2K {fmt(total)}: clinical score {fmt(worst)}-{fmt(best)} depending on serology points "
+            "that cannot be determined",
+            ev_all,
+        )
+
+
+@dataclass(frozen=True)
+class RenalSeverity:
+    """Severe nephritis: 24-h protein >= p24, or UPCR > upcr, or eGFR < egfr (CKD-EPI 2021 derived
+    from creatinine when no eGFR). not_met needs eGFR and a proteinuria measure, both negative."""
+
+    protein_24h: Analyte
+    upcr: Analyte
+    egfr: Analyte
+    creatinine: Analyte
+    p24_threshold: float
+    upcr_threshold: float
+    egfr_threshold: float
+
+    def _derived_egfr(self, ctx: Context) -> Outcome | None:
+        p = ctx.record.patient
+        results = ctx.labs(self.creatinine, ctx.policy.safety_lab_window_days)
+        if p is None or not results or results[0].value is None or p.gender not in ("male", "female"):
+            return None
+        birth = span(p.birthDate)
+        lv = results[0]
+        assert lv.value is not None
+        if birth is None or not birth.exact or lv.value.lo != lv.value.hi:
+            return None
+        age = age_on(birth.earliest, lv.when)
+        egfr = ckd_epi_2021(lv.value.lo, age, p.gender == "female")
+        decided = egfr < self.egfr_threshold
+        ev = Evidence(
+            lv.ref,
+            f"eGFR {fmt(egfr)} mL/min/{{1.73_m2}} derived (CKD-EPI 2021) from creatinine {lv.original}",
+            value=fmt(egfr),
+            unit="mL/min/{1.73_m2}",
+            date=lv.when.isoformat(),
+            original=lv.original,
+            flags=(Flag.DERIVED,),
+        )
+        verb = "<" if decided else ">="
+        return Outcome(
+            MET if decided else NOT_MET, f"derived eGFR {fmt(egfr)} {verb} {fmt(self.egfr_threshold)}", (ev,)
+        )
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        p24 = LabTest(self.protein_24h, ">=", self.p24_threshold).evaluate(ctx)
+        upcr = LabTest(self.upcr, ">", self.upcr_threshold).evaluate(ctx)
+        egfr = LabTest(self.egfr, "<", self.egfr_threshold).evaluate(ctx)
+        if egfr.status is UNKNOWN and not ctx.labs(self.egfr, ctx.policy.safety_lab_window_days):
+            egfr = self._derived_egfr(ctx) or egfr
+        parts = (p24, upcr, egfr)
+        met = [o for o in parts if o.status is MET]
+        ev = tuple(e for o in parts for e in o.evidence)
+        if met:
+            return Outcome(MET, "; ".join(o.reason for o in met), tuple(e for o in met for e in o.evidence))
+        protein_ok = NOT_MET in (p24.status, upcr.status)
+        if (
+            egfr.status is NOT_MET
+            and protein_ok
+            and UNKNOWN not in (o.status for o in parts if o.evidence and o.evidence[0].value is not None)
+        ):
+            return Outcome(NOT_MET, "; ".join(o.reason for o in parts if o.status is NOT_MET), ev)
+        return Outcome(UNKNOWN, "renal criteria not settled: " + "; ".join(o.reason for o in parts), ev)
+
+
+def ckd_epi_2021(scr_mg_dl: float, age: int, female: bool) -> float:
+    """CKD-EPI 2021 race-free creatinine equation, mL/min/1.73 m2."""
+    kappa = 0.7 if female else 0.9
+    alpha = -0.241 if female else -0.302
+    ratio = scr_mg_dl / kappa
+    egfr = 142 * min(ratio, 1) ** alpha * max(ratio, 1) ** -1.200 * 0.9938**age
+    if female:
+        egfr *= 1.012
+    return round(float(egfr), 1)
+
+
+@dataclass(frozen=True)
+class Pregnancy:
+    """Pregnancy or breastfeeding. Male -> not_met. Otherwise an active pregnancy/breastfeeding
+    condition or a positive test in the window -> met; a negative test/status in the window ->
+    not_met; else unknown (the protocol requires a screening test)."""
+
+    pregnancy_conditions: ValueSet
+    breastfeeding: ValueSet
+    tests: Analyte  # hCG / pregnancy status observations (coded values)
+    positive_codes: frozenset[str]
+    negative_codes: frozenset[str]
+    max_pregnancy_days: int = 300
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        p = ctx.record.patient
+        if p is not None and p.gender == "male":
+            return Outcome(NOT_MET, "male patient", (Evidence(f"Patient/{p.id}", "Patient.gender male"),))
+        if "Condition" in ctx.record.searched:
+            recent = ctx.as_of - timedelta(days=self.max_pregnancy_days)
+            preg = [
+                c
+                for c in ctx.conditions(self.pregnancy_conditions)
+                if c.active and (c.onset is None or c.onset.latest >= recent)
+            ]
+            bf = [c for c in ctx.conditions(self.breastfeeding) if c.active]
+            if preg or bf:
+                return Outcome(MET, "pregnancy or breastfeeding recorded", tuple(c.evidence() for c in preg + bf))
+        if "Observation" in ctx.record.searched:
+            tests = ctx.labs(self.tests, ctx.policy.pregnancy_test_window_days)
+            for lv in tests:
+                codes = set(lv.coded)
+                if codes & self.positive_codes:
+                    return Outcome(
+                        MET,
+                        f"positive pregnancy test on {lv.when}",
+                        (lv.evidence("pregnancy test positive"),),
+                    )
+            for lv in tests:
+                if set(lv.coded) & self.negative_codes:
+                    return Outcome(
+                        NOT_MET,
+                        f"negative pregnancy test on {lv.when}; no pregnancy or breastfeeding recorded",
+                        (lv.evidence("pregnancy test negative"),),
+                    )
+        return Outcome(
+            UNKNOWN,
+            f"no pregnancy test in the last {ctx.policy.pregnancy_test_window_days} days",
+            (Evidence("Observation", "no recent pregnancy test or status"),),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Medication rules
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrugExposure:
+    """Exclusion: exposure to any of `drugs` by one of `routes`, within `days` (None = ever).
+
+    `allergy`: a matching non-refuted AllergyIntolerance also excludes. `injectable_is_iv`: an
+    injectable product with no stated route counts as intravenous.
+    """
+
+    drugs: tuple[Drug, ...]
+    label: str
+    days: int | None = None
+    routes: frozenset[RouteClass] = SYSTEMIC_ROUTES | {RouteClass.UNKNOWN}
+    allergy: ValueSet | None = None
+    review_procedures: ValueSet | None = None
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        window_start = ctx.as_of - timedelta(days=self.days) if self.days is not None else date.min
+        met: list[Evidence] = []
+        unknown: list[Evidence] = []
+        for exp in ctx.exposures(self.drugs):
+            if exp.route not in self.routes:
+                continue
+            overlap = exp.overlaps(window_start, ctx.as_of, ctx.policy.max_undated_course_days)
+            if overlap:
+                met.append(exp.evidence())
+            elif overlap is None:
+                unknown.append(exp.evidence("stop date not recorded", (Flag.NEEDS_REVIEW,)))
+        span_text = f"within {self.days} days" if self.days is not None else "ever"
+        if self.allergy is not None and "AllergyIntolerance" in ctx.record.searched:
+            for ref, m, display in facts.allergies(ctx.record, self.allergy):
+                met.append(Evidence(ref, f"allergy: {display} ({m})"))
+        if met:
+            return Outcome(MET, f"{self.label} {span_text}", tuple(met))
+        if unknown:
+            return Outcome(UNKNOWN, f"{self.label}: cannot tell whether taken {span_text}", tuple(unknown))
+        if self.review_procedures is not None and "Procedure" in ctx.record.searched:
+            procs = [
+                p
+                for p in facts.procedures(ctx.record, self.review_procedures, ctx.as_of)
+                if p.when is not None and p.when.latest >= window_start
+            ]
+            if procs:
+                return Outcome(
+                    UNKNOWN,
+                    f"procedure that may involve {self.label} {span_text}: agent not recorded",
+                    tuple(p.evidence((Flag.NEEDS_REVIEW,)) for p in procs),
+                )
+        current, ev = ctx.med_list_current()
+        if not current:
+            return Outcome(UNKNOWN, f"cannot rule out {self.label}: medication list not current", (ev,))
+        return Outcome(NOT_MET, f"no {self.label} {span_text} on the medication record", (ev,))
+
+
+@dataclass(frozen=True)
+class SteroidDoseAbove:
+    """Exclusion: any day with systemic prednisone-equivalent dose > limit within `days`."""
+
+    steroids: tuple[Drug, ...]
+    limit_mg_per_day: float
+    days: int
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        window_start = ctx.as_of - timedelta(days=self.days)
+        met: list[Evidence] = []
+        unknown: list[Evidence] = []
+        for exp in ctx.exposures(self.steroids):
+            if exp.route not in SYSTEMIC_ROUTES and exp.route is not RouteClass.UNKNOWN:
+                continue
+            overlap = exp.overlaps(window_start, ctx.as_of, ctx.policy.max_undated_course_days)
+            if overlap is False:
+                continue
+            factor = exp.drug.prednisone_factor or 0.0
+            if exp.daily_mg is None:
+                if exp.route in (RouteClass.INTRAVENOUS, RouteClass.OTHER_SYSTEMIC) or overlap is None:
+                    unknown.append(exp.evidence("parenteral or undated steroid, dose unknown", (Flag.NEEDS_REVIEW,)))
+                elif exp.daily_mg is None:
+                    unknown.append(exp.evidence("dose unknown", (Flag.NEEDS_REVIEW,)))
+                continue
+            high = exp.daily_mg[1] * factor
+            if high > self.limit_mg_per_day and overlap:
+                met.append(exp.evidence(f"{fmt(high)} mg/day prednisone-equivalent"))
+            elif overlap is None and high > self.limit_mg_per_day:
+                unknown.append(exp.evidence("stop date not recorded", (Flag.NEEDS_REVIEW,)))
+        if met:
+            return Outcome(
+                MET,
+                f"prednisone-equivalent > {fmt(self.limit_mg_per_day)} mg/day within {self.days} days",
+                tuple(met),
+            )
+        if unknown:
+            return Outcome(UNKNOWN, "steroid dose in the window cannot be computed", tuple(unknown))
+        current, ev = ctx.med_list_current()
+        if not current:
+            return Outcome(UNKNOWN, "cannot rule out high-dose steroids: medication list not current", (ev,))
+        return Outcome(NOT_MET, f"no steroid dose > {fmt(self.limit_mg_per_day)} mg/day within {self.days} days", (ev,))
+
+
+@dataclass(frozen=True)
+class DoseCap:
+    drugs: tuple[Drug, ...]
+    max_mg: float
+    per: str  # "day" | "week"
+    label: str
+
+
+@dataclass(frozen=True)
+class StableRegimen:
+    """Inclusion: drugs of these classes are either not taken, or taken at an unchanged dose for the
+    whole window, within the caps. Not taking counts as stable only when the med list is current.
+
+    `total_cap` (mg/day prednisone-equivalent, using Drug.prednisone_factor) caps the sum;
+    `caps` cap single drugs (mg/day or mg/week).
+    """
+
+    drugs: tuple[Drug, ...]
+    label: str
+    days: int
+    routes: frozenset[RouteClass]
+    total_cap: float | None = None
+    caps: tuple[DoseCap, ...] = ()
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        window_start = ctx.as_of - timedelta(days=self.days)
+        policy = ctx.policy
+        relevant: list[Exposure] = []
+        for exp in ctx.exposures(self.drugs):
+            if exp.route not in self.routes:
+                continue
+            overlap = exp.overlaps(window_start, ctx.as_of, policy.max_undated_course_days)
+            if overlap is None:
+                return Outcome(
+                    UNKNOWN,
+                    f"{self.label}: stop date of {exp.label} not recorded",
+                    (exp.evidence("stop date not recorded", (Flag.NEEDS_REVIEW,)),),
+                )
+            if overlap:
+                relevant.append(exp)
+        if not relevant:
+            current, ev = ctx.med_list_current()
+            if current:
+                return Outcome(MET, f"no {self.label} in the last {self.days} days (none counts as stable)", (ev,))
+            return Outcome(UNKNOWN, f"{self.label}: medication list not current", (ev,))
+        evidence = tuple(e.evidence(e.dose_text()) for e in relevant)
+        by_drug: dict[str, list[Exposure]] = defaultdict(list)
+        for e in relevant:
+            by_drug[e.drug.name].append(e)
+        problems: list[str] = []
+        unknowns: list[str] = []
+        daily_by_drug: dict[str, float] = {}
+        for name, exps in by_drug.items():
+            verdict = _stability(exps, window_start, ctx.as_of, policy.renewal_grace_days)
+            if verdict.status is NOT_MET:
+                problems.append(f"{name}: {verdict.reason}")
+            elif verdict.status is UNKNOWN:
+                unknowns.append(f"{name}: {verdict.reason}")
+            else:
+                daily_by_drug[name] = verdict.daily
+        # Caps are checked on every exposure with a known dose, even if stability is unknown.
+        over: list[str] = []
+        for cap in self.caps:
+            names = {d.name for d in cap.drugs}
+            for e in relevant:
+                if e.drug.name in names and e.daily_mg is not None:
+                    amount = e.daily_mg[1] * (7 if cap.per == "week" else 1)
+                    if amount > cap.max_mg + 1e-9:
+                        over.append(f"{e.drug.name} {fmt(amount)} mg/{cap.per} > {fmt(cap.max_mg)} mg/{cap.per}")
+        if self.total_cap is not None:
+            total = sum(
+                e.daily_mg[1] * (e.drug.prednisone_factor or 0)
+                for e in relevant
+                if e.daily_mg is not None and (e.ongoing or (e.end is not None and e.end >= ctx.as_of))
+            )
+            if total > self.total_cap + 1e-9:
+                over.append(f"{fmt(total)} mg/day prednisone-equivalent > {fmt(self.total_cap)}")
+        if over or problems:
+            return Outcome(NOT_MET, f"{self.label} not eligible: " + "; ".join(over + problems), evidence)
+        if unknowns:
+            return Outcome(UNKNOWN, f"{self.label}: " + "; ".join(unknowns), evidence)
+        doses = ", ".join(f"{n} {fmt(d)} mg/day" for n, d in sorted(daily_by_drug.items()))
+        return Outcome(MET, f"{self.label} stable for >= {self.days} days ({doses})", evidence)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stability:
+    status: Status
+    reason: str
+    daily: float = math.nan
+
+
+def _stability(exps: Sequence[Exposure], window_start: date, as_of: date, grace_days: int) -> _Stability:
+    """One ingredient's exposures overlapping the window: unchanged dose from before the window to now?"""
+    if any(e.as_needed for e in exps):
+        return _Stability(UNKNOWN, "taken as needed: a PRN regimen cannot be shown stable")
+    if any(e.daily_mg is None for e in exps):
+        problem = next(e.dose_problem for e in exps if e.daily_mg is None)
+        return _Stability(UNKNOWN, f"dose not computable ({problem})")
+    doses = {e.daily_mg for e in exps if e.daily_mg is not None}
+    if len(doses) > 1:
+        return _Stability(NOT_MET, "dose changed within the window")
+    low, high = next(iter(doses))
+    if low != high:
+        return _Stability(UNKNOWN, "dose given as a range")
+    ordered = sorted(exps, key=lambda e: e.start or e.anchor)
+    first = ordered[0]
+    begin = first.start or first.anchor
+    if begin > window_start:
+        return _Stability(NOT_MET, f"started {begin}, within the window")
+    # Continuity: each next segment must begin within the grace period after the previous ends.
+    covered_until: date | None = None
+    for e in ordered:
+        b = e.start or e.anchor
+        if covered_until is not None and b > covered_until + timedelta(days=grace_days):
+            return _Stability(NOT_MET, f"interrupted before {b}")
+        end = as_of if e.ongoing else e.end
+        if end is None:
+            return _Stability(UNKNOWN, "stop date not recorded")
+        covered_until = end if covered_until is None else max(covered_until, end)
+    assert covered_until is not None
+    if covered_until < as_of - timedelta(days=grace_days):
+        return _Stability(NOT_MET, f"stopped {covered_until}, within the window")
+    return _Stability(MET, "stable", low)
+
+
+@dataclass(frozen=True)
+class RecentSurgery:
+    """Exclusion: major surgery within `days`. A procedure in `major` -> met; any other surgical
+    procedure (code or category in `surgical`) -> unknown (major vs minor is a judgment call)."""
+
+    major: ValueSet
+    surgical: ValueSet
+    days: int
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := _searched(ctx, "Procedure")) is not None:
+            return Outcome(UNKNOWN, "procedures not available", (missing,))
+        start = ctx.as_of - timedelta(days=self.days)
+
+        def recent(vs: ValueSet) -> list[facts.ProcedureFact]:
+            return [
+                p for p in facts.procedures(ctx.record, vs, ctx.as_of) if p.when is not None and p.when.latest >= start
+            ]
+
+        major = recent(self.major)
+        if major:
+            return Outcome(MET, f"major surgery within {self.days} days", tuple(p.evidence() for p in major))
+        surgical = recent(self.surgical)
+        surgical += [
+            p
+            for p in facts.surgical_by_category(ctx.record, self.surgical, ctx.as_of)
+            if p.when is not None and p.when.latest >= start and p.ref not in {s.ref for s in surgical}
+        ]
+        if surgical:
+            return Outcome(
+                UNKNOWN,
+                f"surgery within {self.days} days: major or minor needs review",
+                tuple(p.evidence((Flag.NEEDS_REVIEW,)) for p in surgical),
+            )
+        undated = [p for p in facts.procedures(ctx.record, self.surgical | self.major, ctx.as_of) if p.when is None]
+        if undated:
+            return Outcome(UNKNOWN, "surgical procedure without a date", tuple(p.evidence() for p in undated))
+        return Outcome(
+            NOT_MET,
+            f"no surgery recorded within {self.days} days",
+            (Evidence("Procedure", f"{len(ctx.record.of('Procedure'))} procedures searched"),),
+        )
+
+
+@dataclass(frozen=True)
+class SteroidRequiringCondition:
+    """Exclusion: a condition that may need repeated systemic steroid courses.
+
+    Active condition in `conditions` plus >= `min_courses` systemic steroid courses within `days`
+    given for it (reasonCode in the value set, or reasonReference to the condition) -> met;
+    the condition alone -> unknown (whether it is uncontrolled is not coded); none -> not_met.
+    """
+
+    conditions: ValueSet
+    steroids: tuple[Drug, ...]
+    min_courses: int
+    days: int
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := _searched(ctx, "Condition")) is not None:
+            return Outcome(UNKNOWN, "conditions not available", (missing,))
+        active = [c for c in ctx.conditions(self.conditions) if c.active]
+        if not active:
+            return Outcome(
+                NOT_MET,
+                f"no active {self.conditions.name} recorded",
+                (Evidence("Condition", f"no active {self.conditions.name}"),),
+            )
+        refs = {c.ref for c in active}
+        start = ctx.as_of - timedelta(days=self.days)
+        courses: list[Exposure] = []
+        for exp in ctx.exposures(self.steroids):
+            if exp.route not in SYSTEMIC_ROUTES or exp.anchor < start:
+                continue
+            for_condition = any(f"Condition/{r.rsplit('/', 1)[-1]}" in refs for r in exp.reason_refs) or any(
+                self.conditions.match(rc) is not None for rc in exp.reason_codes
+            )
+            if for_condition:
+                courses.append(exp)
+        starts = sorted({(e.start or e.anchor) for e in courses})
+        ev = tuple(c.evidence() for c in active) + tuple(e.evidence("steroid course for it") for e in courses)
+        if len(starts) >= self.min_courses:
+            return Outcome(
+                MET,
+                f"{self.conditions.name} with {len(starts)} systemic steroid courses in {self.days} days",
+                ev,
+            )
+        return Outcome(
+            UNKNOWN,
+            f"{self.conditions.name} recorded: whether it needs repeated steroid courses needs review",
+            tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in active) + ev[len(active) :],
+        )

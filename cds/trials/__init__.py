@@ -1,0 +1,1 @@
+"""Trial definitions (one module per trial, declared as data)."""
