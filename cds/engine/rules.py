@@ -899,18 +899,11 @@ class _Stability:
 
 
 def _stability(exps: Sequence[Exposure], window_start: date, as_of: date, grace_days: int) -> _Stability:
-    """One ingredient's exposures overlapping the window: unchanged dose from before the window to now?"""
-    if any(e.as_needed for e in exps):
-        return _Stability(UNKNOWN, "taken as needed: a PRN regimen cannot be shown stable")
-    if any(e.daily_mg is None for e in exps):
-        problem = next(e.dose_problem for e in exps if e.daily_mg is None)
-        return _Stability(UNKNOWN, f"dose not computable ({problem})")
-    doses = {e.daily_mg for e in exps if e.daily_mg is not None}
-    if len(doses) > 1:
-        return _Stability(NOT_MET, "dose changed within the window")
-    low, high = next(iter(doses))
-    if low != high:
-        return _Stability(UNKNOWN, "dose given as a range")
+    """One ingredient's exposures overlapping the window: unchanged dose from before the window to now?
+
+    Timing is checked first (a start, gap or stop inside the window fails whatever the dose), then
+    the dose (as-needed or not computable -> unknown; two different doses -> changed).
+    """
     ordered = sorted(exps, key=lambda e: e.start or e.anchor)
     first = ordered[0]
     begin = first.start or first.anchor
@@ -929,6 +922,17 @@ def _stability(exps: Sequence[Exposure], window_start: date, as_of: date, grace_
     assert covered_until is not None
     if covered_until < as_of - timedelta(days=grace_days):
         return _Stability(NOT_MET, f"stopped {covered_until}, within the window")
+    if any(e.as_needed for e in exps):
+        return _Stability(UNKNOWN, "taken as needed: a PRN regimen cannot be shown stable")
+    if any(e.daily_mg is None for e in exps):
+        problem = next(e.dose_problem for e in exps if e.daily_mg is None)
+        return _Stability(UNKNOWN, f"dose not computable ({problem})")
+    doses = {e.daily_mg for e in exps if e.daily_mg is not None}
+    if len(doses) > 1:
+        return _Stability(NOT_MET, "dose changed within the window")
+    low, high = next(iter(doses))
+    if low != high:
+        return _Stability(UNKNOWN, "dose given as a range")
     return _Stability(MET, "stable", low)
 
 

@@ -1,0 +1,128 @@
+"""`cds screen`: JSONL / table output, many patients per file, bad files reported by name."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from cds.cli import main, screen
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "patients"
+AS_OF = date(2026, 11, 1)
+
+
+def _run(paths: list[Path], fmt: str = "jsonl") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = screen(paths, AS_OF, fmt, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_jsonl_one_report_per_patient() -> None:
+    code, out, err = _run([FIXTURES / "base-candidate.json"])
+    assert code == 0, err
+    (line,) = out.splitlines()
+    report = json.loads(line)
+    assert report["trial"] == "NCT04582136"
+    assert report["patient"] == "Patient/base-candidate"
+    assert report["asOf"] == "2026-11-01"
+    assert report["verdict"] == "likely-candidate"
+    assert len(report["criteria"]) == 27
+    for c in report["criteria"]:
+        assert set(c) >= {"id", "kind", "status", "reason", "evidence"}
+        assert c["status"] in ("met", "not_met", "unknown")
+
+
+def test_bad_files_are_named_and_the_rest_still_screened(tmp_path: Path) -> None:
+    bad_json = tmp_path / "broken.json"
+    bad_json.write_text("{not json", encoding="utf-8")
+    not_bundle = tmp_path / "patient.json"
+    not_bundle.write_text(json.dumps({"resourceType": "Patient", "id": "x"}), encoding="utf-8")
+    missing = tmp_path / "missing.json"
+    code, out, err = _run([bad_json, FIXTURES / "base-candidate.json", not_bundle, missing])
+    assert code == 2
+    assert len(out.splitlines()) == 1
+    assert str(bad_json) in err
+    assert "not valid JSON" in err
+    assert str(not_bundle) in err
+    assert "not a FHIR Bundle" in err
+    assert str(missing) in err
+
+
+def test_transaction_bundle_with_urn_uuid_and_two_patients(tmp_path: Path) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+                "resource": {"resourceType": "Patient", "birthDate": "1990-01-01", "gender": "male"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
+                "resource": {
+                    "resourceType": "Condition",
+                    "id": "c1",
+                    "subject": {"reference": "urn:uuid:11111111-1111-4111-8111-111111111111"},
+                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+                    "onsetDateTime": "2020-01-01",
+                },
+                "request": {"method": "POST", "url": "Condition"},
+            },
+            {
+                "resource": {"resourceType": "Patient", "id": "other", "birthDate": "1950-01-01"},
+                "request": {"method": "PUT", "url": "Patient/other"},
+            },
+        ],
+    }
+    path = tmp_path / "tx.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    code, out, err = _run([path])
+    assert code == 0, err
+    reports = {r["patient"]: r for r in map(json.loads, out.splitlines())}
+    first = reports["Patient/11111111-1111-4111-8111-111111111111"]
+    assert next(c for c in first["criteria"] if c["id"] == "inc-sle-diagnosis")["status"] == "met"
+    other = reports["Patient/other"]
+    assert next(c for c in other["criteria"] if c["id"] == "inc-age")["status"] == "not_met"
+
+
+def test_table_format_is_readable() -> None:
+    code, out, _ = _run([FIXTURES / "base-candidate.json"], fmt="table")
+    assert code == 0
+    assert out.startswith("Patient/base-candidate  verdict: likely-candidate")
+    assert "inc-serology" in out
+    assert "exc-investigator-judgment" in out
+
+
+def test_console_script_screens_fixtures() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cds.cli",
+            "screen",
+            str(FIXTURES / "base-candidate.json"),
+            "--as-of",
+            "2026-11-01",
+            "--format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verdict"] == "likely-candidate"
+
+
+def test_invalid_as_of_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["screen", str(FIXTURES / "base-candidate.json"), "--as-of", "yesterday"])
+    assert exc.value.code == 2
+    assert "not an ISO date" in capsys.readouterr().err
