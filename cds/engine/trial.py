@@ -39,6 +39,9 @@ class Trial:
     criteria: tuple[Criterion, ...]
     analytes: tuple[Analyte, ...]  # every lab the criteria read (drives the Observation query)
     extra_observation_codes: ValueSet  # non-lab observations read (e.g. a local SLEDAI code)
+    # Without a usable Condition in this value set the patient is certainly excluded (the required
+    # diagnosis is not_met): lets callers skip the full evaluation for most patients.
+    applicability: ValueSet | None = None
     policy: Policy = dataclasses.field(default_factory=Policy)
 
     @property
@@ -76,6 +79,35 @@ class Trial:
         if self.extra_observation_codes.match_text(texts) is not None:
             return True
         return any(a.codes.text is not None and a.codes.match_text(texts) is not None for a in self.analytes)
+
+    def not_applicable(self, conditions: Iterable[Mapping[str, Any]]) -> bool:
+        """True when no usable Condition carries an applicability code (raw JSON, no model building).
+
+        Only meaningful when Conditions were actually searched; a refuted or entered-in-error
+        record does not count. Matches the full evaluation: such a patient is always `excluded`.
+        """
+        if self.applicability is None:
+            return False
+        for raw in conditions:
+            if not isinstance(raw, Mapping) or raw.get("resourceType") != "Condition":
+                continue
+            if _raw_codes(raw.get("verificationStatus")) & {"refuted", "entered-in-error"}:
+                continue
+            code = raw.get("code")
+            if not isinstance(code, Mapping):
+                continue
+            codings = code.get("coding")
+            pairs = [
+                (c.get("system"), c.get("code"))
+                for c in (codings if isinstance(codings, list) else [])
+                if isinstance(c, Mapping) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
+            ]
+            if self.applicability.match_codings(pairs) is not None:
+                return False
+            texts = [code.get("text")] + [c.get("display") for c in (codings or []) if isinstance(c, Mapping)]
+            if self.applicability.match_text([t for t in texts if isinstance(t, str)]) is not None:
+                return False
+        return True
 
     def _relevant_codes(self) -> frozenset[tuple[str | None, str | None]]:
         return frozenset(self.observation_codes)
@@ -121,6 +153,12 @@ class Trial:
         if incomplete:
             record.searched = record.searched - frozenset(incomplete)
         return self.evaluate_record(record, as_of, incomplete)
+
+
+def _raw_codes(concept: Any) -> set[str]:
+    if not isinstance(concept, Mapping) or not isinstance(concept.get("coding"), list):
+        return set()
+    return {c["code"] for c in concept["coding"] if isinstance(c, Mapping) and isinstance(c.get("code"), str)}
 
 
 def _run(criterion: Criterion, ctx: Context) -> Outcome:

@@ -874,4 +874,5 @@ TRIAL = Trial(
     criteria=CRITERIA,
     analytes=ANALYTES,
     extra_observation_codes=SLEDAI_TOTAL,
+    applicability=SLE | LUPUS_NOT_SPECIFIC | LUPUS_CUTANEOUS_ONLY,
 )

@@ -35,3 +35,18 @@ def test_fixture_patient(patient_id: str) -> None:
 
 def test_fixtures_cover_every_verdict() -> None:
     assert {e["verdict"] for e in EXPECTED.values()} == {"excluded", "likely-candidate", "possible-candidate"}
+
+
+@pytest.mark.parametrize("patient_id", sorted(EXPECTED))
+def test_not_applicable_fast_path_agrees_with_full_evaluation(patient_id: str) -> None:
+    from cds.trials.nct04582136 import TRIAL
+
+    contents = read_bundle_file(ROOT / "patients" / f"{patient_id}.json")
+    (p,) = contents.patients
+    fast = TRIAL.not_applicable(p.resources)
+    report = evaluate(p.resources, patient_id=p.patient_id, as_of=AS_OF, searched=contents.searched)
+    diagnosis = report.by_id("inc-sle-diagnosis").status.value
+    # fast "not applicable" exactly when the full evaluation finds no lupus code of any kind
+    assert fast == (diagnosis == "not_met" and "cutaneous" not in report.by_id("inc-sle-diagnosis").reason)
+    if fast:
+        assert report.verdict.value == "excluded"
