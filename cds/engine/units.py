@@ -74,6 +74,12 @@ def _ureg() -> Any:
     return _registry
 
 
+def preload() -> None:
+    """Load the registry and parse the common units now (service start-up), not on first use."""
+    for code in ("mg/dL", "g/L", "10*9/L", "10*3/uL", "[IU]/mL", "U/L", "mg/g", "mg/(24.h)", "mL/min/{1.73_m2}", "mg"):
+        _parse(code)
+
+
 def normalise_code(code: str | None, unit: str | None, system: str | None) -> str | None:
     """The UCUM code to use for a Quantity, or None when there is no usable unit text."""
     if code and (system is None or system == UCUM_SYSTEM):

@@ -1,0 +1,1 @@
+"""The CDS Hooks service: discovery, patient-view prescreen cards, feedback."""

@@ -1,0 +1,320 @@
+"""The main job on an embedded default: a real patient-view call against a real HTTP server.
+
+``run_demo()`` starts the service with uvicorn on a free loopback port in a background thread,
+builds a ``patient-view`` request for a fixture patient (default ``fixtures/patients/base-candidate.json``)
+with prefetch built from that bundle the way an EHR would fill the discovery templates (the Patient
+resource, one searchset Bundle per search template, Observations filtered to the template's codes),
+POSTs it over HTTP, and prints the request summary and the card (summary and markdown detail).
+
+``write_examples()`` writes a deterministic request/response pair to ``cds/service/examples/``
+(fixed hook instance, fixed card uuids, fixed as-of date) for the README.
+
+    python -m cds.service.demo [PATIENT.json]
+    python -m cds.service.demo --write-examples
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cds.config import Settings
+from cds.service.prefetch import PrefetchQuery, build_queries
+from cds.service.state import SERVICE_ID, default_trial
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PATIENTS_DIR = REPO_ROOT / "fixtures" / "patients"
+DEFAULT_PATIENT = PATIENTS_DIR / "base-candidate.json"
+EXAMPLES_DIR = Path(__file__).with_name("examples")
+FIXTURES_AS_OF = date(2026, 11, 1)  # every fixture date is relative to this day
+EXAMPLE_HOOK_INSTANCE = "5b8f3c1e-2d4a-4f6b-9c7e-1a2b3c4d5e6f"
+EXAMPLE_FHIR_SERVER = "http://localhost:8080/fhir"
+
+
+def load_bundle(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise ValueError(f"{path} is not a FHIR Bundle")
+    return data
+
+
+def bundle_patient_id(bundle: Mapping[str, Any]) -> str:
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+            return str(resource["id"])
+    raise ValueError("the bundle holds no Patient with an id")
+
+
+def _matches_codes(resource: Mapping[str, Any], tokens: set[str]) -> bool:
+    code = resource.get("code")
+    codings = code.get("coding", []) if isinstance(code, Mapping) else []
+    for coding in codings:
+        if not isinstance(coding, Mapping):
+            continue
+        system, value = coding.get("system"), coding.get("code")
+        if f"{system}|{value}" in tokens or (system is None and value in tokens):
+            return True
+    return False
+
+
+def prefetch_from_bundle(
+    bundle: Mapping[str, Any], queries: Sequence[PrefetchQuery], patient_id: str
+) -> dict[str, Any]:
+    """Prefetch as an EHR would fill the templates from this patient's record."""
+    resources = [
+        e["resource"]
+        for e in bundle.get("entry", [])
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    ]
+    prefetch: dict[str, Any] = {}
+    for query in queries:
+        matching = [r for r in resources if r.get("resourceType") == query.resource_type]
+        if query.read:
+            found = [r for r in matching if r.get("id") == patient_id]
+            prefetch[query.key] = found[0] if found else None
+            continue
+        params = query.search_params(patient_id)
+        if "code" in params:
+            tokens = set(params["code"].split(","))
+            matching = [r for r in matching if _matches_codes(r, tokens)]
+        bundle_out: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching)}
+        if matching:
+            bundle_out["entry"] = [
+                {
+                    "fullUrl": f"{EXAMPLE_FHIR_SERVER}/{r['resourceType']}/{r['id']}",
+                    "resource": r,
+                    "search": {"mode": "match"},
+                }
+                for r in matching
+            ]
+        prefetch[query.key] = bundle_out
+    return prefetch
+
+
+def build_request(
+    bundle: Mapping[str, Any],
+    *,
+    hook_instance: str | None = None,
+    fhir_server: str | None = EXAMPLE_FHIR_SERVER,
+) -> dict[str, Any]:
+    """A patient-view request with full prefetch for the bundle's patient."""
+    patient_id = bundle_patient_id(bundle)
+    queries = build_queries(default_trial().observation_codes)
+    request: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": hook_instance or str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+        "prefetch": prefetch_from_bundle(bundle, queries, patient_id),
+    }
+    if fhir_server:
+        request["fhirServer"] = fhir_server
+    return request
+
+
+def _request_summary(request: Mapping[str, Any]) -> str:
+    lines = [
+        f"hook: {request['hook']}  hookInstance: {request['hookInstance']}",
+        f"patient: Patient/{request['context']['patientId']}",
+        "prefetch:",
+    ]
+    for key, value in request.get("prefetch", {}).items():
+        if isinstance(value, Mapping) and value.get("resourceType") == "Bundle":
+            lines.append(f"  {key}: Bundle with {len(value.get('entry', []))} entries")
+        elif isinstance(value, Mapping):
+            lines.append(f"  {key}: {value.get('resourceType')}")
+        else:
+            lines.append(f"  {key}: null")
+    return "\n".join(lines)
+
+
+def _out(text: object = "") -> None:
+    sys.stdout.write(f"{text}\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"{text}\n")
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> int:
+    """Start the service over real HTTP, send a patient-view for a fixture patient, print the card.
+
+    Returns 0 when the service answered 200, 1 otherwise, 2 when the patient file is unusable.
+    """
+    import uvicorn
+
+    from cds.service.app import create_app
+
+    path = patient_file or DEFAULT_PATIENT
+    if patient_file is None and not path.exists():
+        candidates = sorted(PATIENTS_DIR.glob("*.json"))
+        path = candidates[0] if candidates else path
+    try:
+        request = build_request(load_bundle(path))
+    except (OSError, ValueError) as exc:
+        _err(f"demo: cannot use {path}: {exc}")
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="cds-demo-") as tmp:
+        settings = Settings(
+            database_url=f"sqlite:///{tmp}/feedback.sqlite3",
+            as_of=as_of or Settings().as_of or FIXTURES_AS_OF,
+            log_level="WARNING",
+        )
+        sock = _free_socket()
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), log_level="warning", lifespan="on", access_log=False)
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 15
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    _err("demo: the service did not start")
+                    return 1
+                time.sleep(0.02)
+            url = f"http://127.0.0.1:{port}/cds-services/{SERVICE_ID}"
+            _out(f"POST {url}  (as of {settings.as_of}, patient file {path.name})")
+            _out(_request_summary(request))
+            started = time.perf_counter()
+            with httpx.Client(timeout=30, trust_env=False) as client:
+                response = client.post(url, json=request)
+            elapsed = (time.perf_counter() - started) * 1000
+            _out(f"\nHTTP {response.status_code} in {elapsed:.0f} ms")
+            if response.status_code != 200:
+                _out(response.text)
+                return 1
+            cards = response.json().get("cards", [])
+            if not cards:
+                _out("No card (the patient is not a candidate).")
+            for card in cards:
+                _out(f"\n[{card['indicator']}] {card['summary']}\n")
+                _out(card.get("detail", ""))
+            return 0
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+
+def _sequential_uuids(namespace: str) -> Callable[[], str]:
+    counter = itertools.count(1)
+    base = uuid.uuid5(uuid.NAMESPACE_URL, namespace)
+    return lambda: str(uuid.uuid5(base, str(next(counter))))
+
+
+async def _example_response(request: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    from cds.service.app import create_app
+
+    app = create_app(settings, new_uuid=_sequential_uuids("https://nct04582136-cds.example.org/examples"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.example") as client:
+            response = await client.post(f"/cds-services/{SERVICE_ID}", json=request)
+            response.raise_for_status()
+            body: dict[str, Any] = response.json()
+            return body
+
+
+def example_pair(patient_file: Path = DEFAULT_PATIENT) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The deterministic example request and the service's response to it."""
+    request = build_request(load_bundle(patient_file), hook_instance=EXAMPLE_HOOK_INSTANCE)
+    with tempfile.TemporaryDirectory(prefix="cds-examples-") as tmp:
+        settings = Settings(database_url=f"sqlite:///{tmp}/feedback.sqlite3", as_of=FIXTURES_AS_OF, log_level="WARNING")
+        response = asyncio.run(_example_response(request, settings))
+    return request, response
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_examples(out_dir: Path = EXAMPLES_DIR, patient_file: Path = DEFAULT_PATIENT) -> list[Path]:
+    """Write ``patient-view-request.json`` and ``patient-view-response.json`` (deterministic)."""
+    request, response = example_pair(patient_file)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "patient-view-request.json", out_dir / "patient-view-response.json"]
+    for path, data in zip(paths, (request, response), strict=True):
+        path.write_text(_dump(data), encoding="utf-8")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--write-examples"]:
+        for path in write_examples():
+            _out(path)
+        return 0
+    if len(args) > 1:
+        _err("usage: python -m cds.service.demo [PATIENT.json | --write-examples]")
+        return 2
+    return run_demo(Path(args[0]) if args else None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def readme_example_markdown(examples_dir: Path = EXAMPLES_DIR) -> str:
+    """The README's request/card example, generated from the committed example files."""
+    request = json.loads((examples_dir / "patient-view-request.json").read_text(encoding="utf-8"))
+    response = json.loads((examples_dir / "patient-view-response.json").read_text(encoding="utf-8"))
+    shown = {k: v for k, v in request.items() if k != "prefetch"}
+    prefetch = request.get("prefetch", {})
+    shown["prefetch"] = {
+        "patient": prefetch.get("patient"),
+        "conditions": prefetch.get("conditions"),
+        "...": f"{len(prefetch) - 2} more keys: " + ", ".join(k for k in prefetch if k not in ("patient", "conditions")),
+    }
+    card = response["cards"][0]
+    card_head = {k: v for k, v in card.items() if k not in ("detail", "extension", "suggestions")}
+    card_head["suggestions"] = [
+        {"label": s["label"], "actions": [{"type": a["type"], "resourceType": a["resource"]["resourceType"]}
+                                          for a in s.get("actions", [])]}
+        for s in card.get("suggestions", [])
+    ]
+    card_head["extension"] = {k: "{ the full report: trial, patient, asOf, verdict, criteria[] }" for k in card.get(
+        "extension", {})}
+    return "\n".join(
+        [
+            "<!-- example generated from cds/service/examples/ by readme_example_markdown(); do not edit by hand -->",
+            "Request (`cds/service/examples/patient-view-request.json`, prefetch shortened here):",
+            "",
+            "```json",
+            json.dumps(shown, indent=2, ensure_ascii=False),
+            "```",
+            "",
+            "Response card (`cds/service/examples/patient-view-response.json`; `detail` shown rendered below):",
+            "",
+            "```json",
+            json.dumps(card_head, indent=2, ensure_ascii=False),
+            "```",
+            "",
+            "`detail`, as the EHR renders it:",
+            "",
+            "> " + card["detail"].replace("\n", "\n> "),
+            "<!-- end of generated example -->",
+        ]
+    )

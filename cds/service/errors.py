@@ -1,0 +1,113 @@
+"""The one place where errors become HTTP responses, each with a FHIR OperationOutcome body.
+
+* `cds.errors.CdsError` subclasses carry their status and ``issue.code`` (400 invalid, 401 login,
+  404 not-found, 412 processing, ...). 401 bodies carry no diagnostics.
+* Starlette's HTTP errors (unknown route 404, wrong method 405) and FastAPI's request validation
+  errors (400 instead of FastAPI's 422) get the same shape.
+* Anything else is a 500 with a generic message (`CatchAllMiddleware`); the exception type and the
+  code frames go to the log, never the exception message (it may quote data) and nothing to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cds.errors import AuthenticationFailed, CdsError
+
+log = logging.getLogger("cds.service")
+
+_STATUS_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+
+
+def operation_outcome(code: str, diagnostics: str | None, severity: str = "error") -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code}
+    if diagnostics:
+        issue["diagnostics"] = diagnostics
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def outcome_response(status: int, code: str, diagnostics: str | None) -> JSONResponse:
+    severity = "fatal" if status >= 500 else "error"
+    return JSONResponse(operation_outcome(code, diagnostics, severity), status_code=status)
+
+
+def error_response(exc: CdsError) -> JSONResponse:
+    diagnostics = None if isinstance(exc, AuthenticationFailed) else exc.message
+    return outcome_response(exc.http_status, exc.issue_code, diagnostics)
+
+
+async def _cds_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CdsError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "processing" if exc.status_code < 500 else "exception")
+    response = outcome_response(exc.status_code, code, str(exc.detail) if exc.detail else None)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    locations = sorted({".".join(str(p) for p in err.get("loc", ())) for err in exc.errors()})
+    return outcome_response(400, "invalid", "invalid request: " + ", ".join(locations))
+
+
+def _log_unexpected(exc: BaseException) -> None:
+    # The exception message may quote data (PHI): log the type and the code frames only.
+    log.error(
+        "unhandled error",
+        extra={
+            "event": "error",
+            "error": type(exc).__name__,
+            "stack": "".join(traceback.format_tb(exc.__traceback__)),
+        },
+    )
+
+
+class CatchAllMiddleware:
+    """Turn any unhandled exception into a 500 OperationOutcome.
+
+    Done here rather than with an ``Exception`` handler because Starlette re-raises after such a
+    handler, and the server would then log the exception message (which may quote data).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            _log_unexpected(exc)
+            if not started:
+                await outcome_response(500, "exception", "internal error")(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CdsError, _cds_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(CatchAllMiddleware)  # innermost user middleware: CORS still wraps it

@@ -1,0 +1,79 @@
+"""What a running service holds: settings, the FHIR gateway, the feedback store, the engine."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from cards.trial import TrialLike
+from cds.config import Settings
+from cds.engine.model import Report
+from cds.fhir.gateway import FhirGateway
+from cds.service.feedback import FeedbackStore
+from cds.service.prefetch import PrefetchQuery, build_queries
+
+SERVICE_ID = "nct04582136-prescreen"
+HOOK = "patient-view"
+
+
+class ServiceTrial(TrialLike, Protocol):
+    @property
+    def observation_codes(self) -> Sequence[tuple[str, str]]: ...
+
+
+class Evaluator(Protocol):
+    def __call__(
+        self,
+        resources: list[dict[str, Any]],
+        *,
+        patient_id: str,
+        as_of: date,
+        searched: frozenset[str],
+        incomplete: tuple[str, ...],
+    ) -> Report: ...
+
+
+def default_evaluator() -> Evaluator:
+    """`cds.engine.evaluate`, adapted to the service's call."""
+    from cds.engine import evaluate
+
+    def run(
+        resources: list[dict[str, Any]],
+        *,
+        patient_id: str,
+        as_of: date,
+        searched: frozenset[str],
+        incomplete: tuple[str, ...],
+    ) -> Report:
+        return evaluate(resources, patient_id=patient_id, as_of=as_of, searched=set(searched), incomplete=incomplete)
+
+    return run
+
+
+def default_trial() -> ServiceTrial:
+    from cds.trials.nct04582136 import TRIAL
+
+    trial: ServiceTrial = TRIAL
+    return trial
+
+
+def random_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    gateway: FhirGateway
+    store: FeedbackStore
+    trial: ServiceTrial
+    evaluator: Evaluator
+    new_uuid: Callable[[], str] = random_uuid
+    queries: tuple[PrefetchQuery, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.queries:
+            self.queries = build_queries(self.trial.observation_codes)

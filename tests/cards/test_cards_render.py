@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from report_builders import AGE, C3, EXCLUDED, LIKELY, POSSIBLE, SLEDAI, TRIAL, Evidence, criterion, report
+
+from cards.codes import OVERRIDE_REASON_SYSTEM, REPORT_EXTENSION_KEY, TOPIC
+from cards.models import SUMMARY_MAX, Card, CdsResponse
+from cards.render import render_cards
+from cds.engine.model import Status, Verdict
+
+
+def _walk_no_empty(value: Any, path: str = "card") -> None:
+    assert value is not None, f"null at {path}"
+    assert value not in ("", [], {}), f"empty value at {path}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if path == "card" and key == "extension":
+                continue  # the engine report, verbatim (checked separately)
+            _walk_no_empty(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk_no_empty(item, f"{path}[{i}]")
+
+
+def _card(rep: Any = POSSIBLE, **kwargs: Any) -> Card:
+    cards = render_cards(rep, TRIAL, **kwargs)
+    assert len(cards) == 1
+    return cards[0]
+
+
+@pytest.mark.parametrize("rep", [POSSIBLE, LIKELY, report(AGE, SLEDAI, incomplete=("Observation",))])
+def test_candidate_card_validates_and_has_no_null_or_empty_values(rep: Any) -> None:
+    card = _card(rep)
+    data = card.to_json()
+    _walk_no_empty(data)
+    assert Card.model_validate(data).to_json() == data
+    assert CdsResponse(cards=[card]).to_json() == {"cards": [data]}
+    assert data["indicator"] == "info"
+    uuid.UUID(data["uuid"])
+    assert data["extension"][REPORT_EXTENSION_KEY] == rep.to_json()
+
+
+def test_summary_says_possible_candidate_never_eligible_and_no_phi() -> None:
+    for rep in (POSSIBLE, LIKELY, report(AGE, SLEDAI, incomplete=("MedicationStatement",))):
+        summary = _card(rep).summary
+        assert len(summary) < 140
+        assert "possible candidate" in summary.lower()
+        assert "eligible" not in summary.lower()
+        for phi in ("p1", "Patient/", "1990", "age", "C3", "0.8"):
+            assert phi not in summary
+    assert "1 criterion to verify" in _card(POSSIBLE).summary
+    assert "all checkable criteria met" in _card(LIKELY).summary
+
+
+def test_incomplete_report_says_so_in_summary_and_detail() -> None:
+    card = _card(report(AGE, SLEDAI, incomplete=("MedicationStatement", "Procedure")))
+    assert card.summary.lower().startswith("possible candidate — data incomplete")
+    assert card.detail is not None
+    assert "Data incomplete" in card.detail
+    assert "MedicationStatement" in card.detail
+    assert "Procedure" in card.detail
+    assert "data incomplete" not in _card(POSSIBLE).summary
+
+
+def test_long_trial_titles_keep_the_summary_short() -> None:
+    class LongTrial:
+        id = "NCT04582136"
+        title = "A very long title " * 10
+        url = "https://clinicaltrials.gov/study/NCT04582136"
+
+    card = render_cards(report(AGE, SLEDAI, incomplete=("Observation",)), LongTrial())[0]
+    assert len(card.summary) <= SUMMARY_MAX
+    assert "NCT04582136" in card.summary
+
+
+def test_detail_table_lists_met_and_to_verify_with_values_and_dates() -> None:
+    detail = _card(POSSIBLE).detail
+    assert detail is not None
+    assert "| Result | Criterion | Finding | Evidence |" in detail
+    lines = detail.splitlines()
+    c3 = next(line for line in lines if "inc-serology" in line)
+    assert c3.startswith("| ✅ Met")
+    assert "0.8 g/L" in c3
+    assert "2026-10-20" in c3
+    assert "recorded as 80 mg/dL" in c3
+    assert "lower limit of normal assumed" in c3
+    sledai = next(line for line in lines if "inc-sledai" in line)
+    assert sledai.startswith("| ❓ To verify")
+    excluded = _card(EXCLUDED, show_excluded=True).detail or ""
+    assert next(line for line in excluded.splitlines() if "inc-age" in line).startswith("| ❌ Not met")
+    # to verify rows come first
+    rows = [line for line in lines if line.startswith("| ") and "Result" not in line]
+    assert rows[0].startswith("| ❓")
+
+
+def test_text_from_data_is_markdown_escaped() -> None:
+    nasty = criterion(
+        "inc-x",
+        Status.UNKNOWN,
+        title="T",
+        reason="a|b *bold* [link](http://x) <script>",
+        evidence=(Evidence("Observation/o", "desc|with\nnewline", value="<1", unit="_u_", date="2026-01-01"),),
+    )
+    detail = _card(report(AGE, nasty)).detail or ""
+    row = next(line for line in detail.splitlines() if "inc-x" in line)
+    assert row.count(" | ") == 3  # 4 cells: no pipe from data splits the row
+    assert r"a\|b \*bold\* \[link\](http://x) \<script>" in row
+    assert r"desc\|with newline: \<1 \_u\_" in row
+    assert not re.search(r"(?<!\\)<script", detail)
+
+
+def test_source_topic_is_static_and_links_point_to_the_trial() -> None:
+    first, second = _card(POSSIBLE), _card(LIKELY)
+    assert first.source.topic == second.source.topic == TOPIC
+    assert first.uuid != second.uuid
+    assert first.source.url == TRIAL.url
+    assert first.links is not None
+    assert [(link.url, link.type) for link in first.links] == [(TRIAL.url, "absolute")]
+
+
+def test_override_reasons_are_our_codings_with_display() -> None:
+    reasons = _card().overrideReasons
+    assert reasons is not None
+    assert {r.code for r in reasons} == {"already-screened", "patient-declined", "not-a-candidate", "will-refer"}
+    assert all(r.system == OVERRIDE_REASON_SYSTEM and r.display for r in reasons)
+
+
+@pytest.mark.parametrize("rep", [POSSIBLE, LIKELY, report(AGE, SLEDAI, incomplete=("Observation",))])
+def test_suggestion_creates_a_valid_r4_service_request(rep: Any) -> None:
+    card = _card(rep)
+    assert card.selectionBehavior == "any"
+    assert card.suggestions is not None
+    assert len(card.suggestions) == 1
+    suggestion = card.suggestions[0]
+    assert suggestion.isRecommended is False
+    uuid.UUID(suggestion.uuid or "")
+    assert suggestion.uuid != card.uuid
+    assert suggestion.actions is not None
+    action = suggestion.actions[0]
+    assert action.type == "create"
+    resource = action.resource
+    assert resource is not None
+    model = ServiceRequest.model_validate(resource)
+    assert model.status == "draft"
+    assert model.intent == "order"
+    assert model.subject.reference == "Patient/p1"
+    assert model.reasonCode[0].coding[0].code == rep.verdict.value
+    assert "not an eligibility decision" in model.note[0].text.lower()
+    _walk_no_empty(resource, "resource")
+
+
+def test_excluded_gives_no_card_unless_configured() -> None:
+    assert EXCLUDED.verdict is Verdict.EXCLUDED
+    assert render_cards(EXCLUDED, TRIAL) == []
+    card = _card(EXCLUDED, show_excluded=True)
+    assert card.summary.startswith("Not a candidate")
+    assert card.suggestions is None
+    assert card.selectionBehavior is None
+    _walk_no_empty(card.to_json())
+
+
+def test_deterministic_uuids_when_injected() -> None:
+    counter = itertools.count()
+
+    def new_uuid() -> str:
+        return str(uuid.UUID(int=next(counter)))
+
+    card = render_cards(POSSIBLE, TRIAL, new_uuid=new_uuid)[0]
+    assert card.suggestions is not None
+    assert {card.uuid, card.suggestions[0].uuid} == {str(uuid.UUID(int=0)), str(uuid.UUID(int=1))}
+
+
+def test_data_issues_are_mentioned() -> None:
+    detail = _card(report(AGE, C3, SLEDAI, issues=2)).detail or ""
+    assert "2 record(s) could not be used" in detail

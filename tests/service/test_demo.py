@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cds.service.demo import (
+    DEFAULT_PATIENT,
+    EXAMPLES_DIR,
+    build_request,
+    example_pair,
+    load_bundle,
+    main,
+    run_demo,
+    write_examples,
+)
+
+pytestmark = pytest.mark.skipif(not DEFAULT_PATIENT.exists(), reason="fixture patients not generated yet")
+
+
+def test_run_demo_posts_over_real_http_and_prints_the_card(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo() == 0
+    out = capsys.readouterr().out
+    assert "POST http://127.0.0.1:" in out
+    assert "hook: patient-view" in out
+    assert "observations: Bundle with" in out
+    assert "HTTP 200" in out
+    assert "[info] Possible candidate" in out
+    assert "| Result | Criterion | Finding | Evidence |" in out
+
+
+def test_run_demo_with_an_excluded_patient(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo(DEFAULT_PATIENT.with_name("var-age-66.json")) == 0
+    assert "No card" in capsys.readouterr().out
+
+
+def test_run_demo_with_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert run_demo(bad) == 2
+    assert main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_request_prefetch_has_the_patient_and_one_searchset_per_template() -> None:
+    request = build_request(load_bundle(DEFAULT_PATIENT))
+    prefetch = request["prefetch"]
+    assert prefetch["patient"]["resourceType"] == "Patient"
+    assert prefetch["patient"]["id"] == request["context"]["patientId"]
+    searchsets = {k: v for k, v in prefetch.items() if k != "patient"}
+    assert len(searchsets) == 7
+    assert all(v["resourceType"] == "Bundle" and v["type"] == "searchset" for v in searchsets.values())
+    assert len(prefetch["observations"]["entry"]) > 0
+
+
+def test_examples_on_disk_match_a_fresh_deterministic_build(tmp_path: Path) -> None:
+    request, response = example_pair()
+    assert (request, response) == example_pair()
+    written = write_examples(tmp_path)
+    for path in written:
+        committed = EXAMPLES_DIR / path.name
+        assert committed.exists(), f"{committed} missing: run python -m cds.service.demo --write-examples"
+        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"{committed.name} is stale: run python -m cds.service.demo --write-examples"
+        )
+    assert json.loads((EXAMPLES_DIR / "patient-view-response.json").read_text())["cards"]

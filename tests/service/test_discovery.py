@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import re
+
+import httpx
+from service_helpers import ENGINE_TYPES
+
+from cds.trials.nct04582136 import TRIAL
+
+# The spec's recommended subset: instance read, or type search with patient= and token parameters.
+READ = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/\{\{context\.patientId\}\}$")
+SEARCH = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?patient=\{\{context\.patientId\}\}(&code=(?P<codes>[^&]+))?$")
+
+
+async def test_discovery_lists_one_patient_view_service(client: httpx.AsyncClient) -> None:
+    response = await client.get("/cds-services")
+    assert response.status_code == 200
+    services = response.json()["services"]
+    assert len(services) == 1
+    service = services[0]
+    assert service["hook"] == "patient-view"
+    assert service["id"] == "nct04582136-prescreen"
+    assert service["title"]
+    assert service["description"]
+    assert "NCT04582136" in service["title"]
+    for rtype in ENGINE_TYPES:
+        assert f"patient/{rtype}.read" in service["usageRequirements"]
+    assert all(v not in (None, "", [], {}) for v in service.values())
+
+
+async def test_prefetch_templates_cover_every_engine_type_within_the_query_subset(
+    client: httpx.AsyncClient,
+) -> None:
+    prefetch = (await client.get("/cds-services")).json()["services"][0]["prefetch"]
+    types = {}
+    for key, template in prefetch.items():
+        match = READ.match(template) or SEARCH.match(template)
+        assert match, f"{key}: {template} is outside the recommended query subset"
+        types[match["type"]] = template
+    assert set(types) == set(ENGINE_TYPES)
+    assert READ.match(types["Patient"])
+    assert types["Condition"] == "Condition?patient={{context.patientId}}"
+
+
+async def test_observation_template_filters_to_every_trial_code_including_local_sledai(
+    client: httpx.AsyncClient,
+) -> None:
+    prefetch = (await client.get("/cds-services")).json()["services"][0]["prefetch"]
+    match = SEARCH.match(prefetch["observations"])
+    assert match
+    assert match["codes"]
+    tokens = match["codes"].split(",")
+    expected = {f"{system}|{code}" for system, code in TRIAL.observation_codes}
+    assert set(tokens) == expected
+    assert len(tokens) == len(set(tokens))
+    local = [t for t in tokens if not t.startswith("http://loinc.org|")]
+    assert any("SLEDAI" in t for t in local), "the local SLEDAI-2K code must be queried too"
