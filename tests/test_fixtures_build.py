@@ -112,9 +112,7 @@ def test_expected_json() -> None:
 
 def test_every_criterion_is_exercised_on_an_unfavourable_side() -> None:
     expected = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
-    unfavourable = {
-        c for e in expected.values() for c, s in e["criteria"].items() if not build.is_favourable(c, s)
-    }
+    unfavourable = {c for e in expected.values() for c, s in e["criteria"].items() if not build.is_favourable(c, s)}
     assert set(build.CRITERIA) <= unfavourable
 
 
