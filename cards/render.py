@@ -7,7 +7,14 @@
   override reasons, one suggestion (refer to the study team: a draft ServiceRequest, see
   `cards.referral`) and the full report under ``extension[REPORT_EXTENSION_KEY]``.
 * ``excluded`` → no card, unless ``show_excluded`` asks for a quiet "not a candidate" info card
-  (same detail and report, no suggestion).
+  (same detail and report, no suggestion) - **or the exclusion is not settled**: when some data
+  could not be read (``report.incomplete``) or some records were unusable (invalid FHIR, in
+  ``report.data_issues``), the exclusion stands only if at least one failing criterion rests solely
+  on data of types that were read completely (the resource types named by its evidence). Otherwise
+  the patient might be a candidate whose deciding record is exactly the one that was not read, so
+  the excluded card is shown, its summary saying "not a candidate on the data read — data
+  incomplete" and its detail naming what could not be read. A FHIR failure never looks like a
+  silent "not a candidate".
 
 ``isRecommended`` is false: the prescreen cannot establish eligibility, and an EHR may pre-select
 recommended suggestions; a referral should be the clinician's deliberate choice, made with the
@@ -16,6 +23,7 @@ patient.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 
@@ -50,6 +58,48 @@ FLAG_LABELS = {
     Flag.PROXY: "coded diagnosis used as proxy",
     Flag.NEEDS_REVIEW: "needs review",
 }
+
+
+_TYPE_NAMES = re.compile(r"\b(" + "|".join(sorted(TYPE_LABELS, key=len, reverse=True)) + r")\b")
+
+
+def evidence_types(result: CriterionResult) -> set[str]:
+    """FHIR resource types named by a result's evidence references (``Observation/x``, "searched Condition")."""
+    found: set[str] = set()
+    for ev in result.evidence:
+        found.update(_TYPE_NAMES.findall(ev.reference))
+    return found
+
+
+def doubtful_types(report: Report) -> set[str] | None:
+    """Types whose data is not complete: unread/truncated ones, and ones with records that were not
+    valid FHIR (they may have held the deciding fact). None: anything may be doubtful."""
+    doubtful = set(report.incomplete)
+    for issue in report.data_issues:
+        if issue.problem.startswith("not valid FHIR"):
+            doubtful.update(_TYPE_NAMES.findall(issue.reference) or ["?"])
+        elif issue.problem == "not a JSON object":
+            return None
+    return doubtful
+
+
+def exclusion_settled(report: Report) -> bool:
+    """True if some failing criterion rests only on completely read data (see the module doc)."""
+    doubtful = doubtful_types(report)
+    if doubtful is None:
+        return False
+    if not doubtful:
+        return True
+    for result in report.criteria:
+        if result.fails:
+            types = evidence_types(result)
+            if types and not types & doubtful:
+                return True
+    return False
+
+
+def _unsettled(report: Report) -> bool:
+    return report.verdict is Verdict.EXCLUDED and not exclusion_settled(report)
 
 
 def _new_uuid() -> str:
@@ -135,6 +185,12 @@ def detail_markdown(report: Report, trial: TrialLike) -> str:
     ]
     if report.incomplete:
         parts.append(incomplete_text(report))
+    if _unsettled(report):
+        parts.append(
+            "**The exclusion is not settled:** the criteria that rule the patient out depend on data that "
+            "could not be read completely or on records that could not be used. Verify before ruling the "
+            "patient out."
+        )
     parts.append(
         f"Of {len(report.criteria)} criteria: {counts['met']} in the patient's favour (inclusions met, exclusions "
         f"absent), {counts['to verify']} to verify, {counts['not met']} against."
@@ -153,15 +209,19 @@ def summary_text(report: Report, trial: TrialLike) -> str:
     verdict = report.verdict
     # Criteria no data can settle (investigator judgment) are always to verify: not counted here.
     to_verify = sum(1 for r in report.criteria if r.status is Status.UNKNOWN and r.settleable)
-    if verdict is Verdict.EXCLUDED:
+    unsettled = _unsettled(report)
+    if unsettled:
+        lead, tail = f"Not a candidate on the data read — {INCOMPLETE}", ": verify"
+    elif verdict is Verdict.EXCLUDED:
         lead, tail = "Not a candidate", " (prescreen)"
     elif verdict is Verdict.LIKELY_CANDIDATE:
         lead, tail = "Possible candidate", ": all checkable criteria met"
     else:
         lead = "Possible candidate"
         tail = f": {to_verify} criteria to verify" if to_verify != 1 else ": 1 criterion to verify"
-    if report.incomplete and verdict is not Verdict.EXCLUDED:
-        lead = f"{lead} — {INCOMPLETE}"
+    if unsettled or (report.incomplete and verdict is not Verdict.EXCLUDED):
+        if not unsettled:
+            lead = f"{lead} — {INCOMPLETE}"
         tail = tail.replace(": ", ", ", 1)
         options = [
             f"{lead}: {trial_label(trial)}{tail}",
@@ -239,7 +299,9 @@ def render_cards(
     show_excluded: bool = False,
     new_uuid: UuidFactory = _new_uuid,
 ) -> list[Card]:
-    """Cards for one report: one candidate card, or none (or a quiet one) when excluded."""
+    """Cards for one report: one candidate card; for an excluded patient none, or a quiet one when
+    `show_excluded` or when the exclusion is not settled (incomplete or unusable data)."""
     if report.verdict is Verdict.EXCLUDED:
-        return [excluded_card(report, trial, new_uuid=new_uuid)] if show_excluded else []
+        visible = show_excluded or _unsettled(report)
+        return [excluded_card(report, trial, new_uuid=new_uuid)] if visible else []
     return [candidate_card(report, trial, new_uuid=new_uuid)]

@@ -19,6 +19,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "CDS_"
 
 DEFAULT_CORS_ORIGINS = ("https://sandbox.cds-hooks.org",)
+
+# The public CDS Hooks sandbox (https://sandbox.cds-hooks.org) signs its calls with ES384, this
+# issuer and keys published at this jku. Its private key is public: trust it in development only
+# (`auth_trust_sandbox`).
+SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 DEFAULT_CORS_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -38,16 +44,77 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the feedback store (a SQLite file by default, relative to "
         "the working directory). Tables are created at startup.",
     )
-    fhir_timeout: float = Field(
-        default=3.0,
+    public_base_url: str | None = Field(
+        default=None,
+        description="The service's public base URL as EHRs call it (scheme://host[:port][/prefix], e.g. "
+        "https://cds.example.org behind a TLS proxy). JWT `aud` must equal it plus the path called. "
+        "Unset: the URL the request arrived at (scheme and Host header as seen by the service).",
+    )
+    auth_required: bool = Field(
+        default=True,
+        description="Require a signed JWT (Authorization: Bearer) from the CDS client on discovery, service "
+        "and feedback calls (not on /health). Only `cds demo` and tests turn it off.",
+    )
+    auth_issuers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Allowed JWT `iss` values (exact). Empty: no issuer is trusted (every call is 401 while "
+        "auth is required).",
+    )
+    auth_jwks_file: str | None = Field(
+        default=None,
+        description='Path of a JWKS file (JSON {"keys": [...]}) with the EC P-384 / RSA (>= 2048 bit) public '
+        "keys trusted for tokens without `jku`; re-read when it changes. Keys need a `kid`.",
+    )
+    auth_jku_allowed: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URLs (or base URLs, matched like the FHIR allow-list) from which a token's `jku` JWKS "
+        "may be fetched. A token whose `jku` is not on this list is refused.",
+    )
+    auth_tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Allowed JWT `tenant` values. Empty: `tenant` is not checked.",
+    )
+    auth_trust_sandbox: bool = Field(
+        default=False,
+        description=f"DEVELOPMENT ONLY: trust the public CDS Hooks sandbox (adds issuer {SANDBOX_ISSUER} and "
+        f"jku {SANDBOX_JKU}; its private key is public, anyone can mint its tokens).",
+    )
+    auth_clock_skew: float = Field(
+        default=30.0, ge=0, le=300, description="Seconds of clock skew tolerated on `exp`, `iat` and `nbf`."
+    )
+    auth_max_token_lifetime: float = Field(
+        default=600.0,
         gt=0,
-        description="Seconds allowed for one FHIR HTTP request (connect, send, wait, read).",
+        le=3600,
+        description="Longest accepted token lifetime in seconds (`exp` - `iat`, and `exp` - now); "
+        "used JWT ids (`jti`) are remembered that long.",
+    )
+    auth_replay_cache_size: int = Field(
+        default=100_000,
+        ge=100,
+        description="Most JWT ids remembered for replay detection; when full of unexpired ids new tokens are "
+        "refused (fail closed) rather than forgetting one.",
+    )
+    auth_jwks_cache_seconds: float = Field(
+        default=3600.0, gt=0, description="Seconds a JWKS fetched from a `jku` is used before it is fetched again."
+    )
+    auth_jwks_min_refresh_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Least seconds between two fetches of one `jku` (an unknown `kid` triggers a refresh at most "
+        "this often).",
+    )
+    auth_jwks_timeout: float = Field(default=2.0, gt=0, description="Seconds allowed for fetching a JWKS.")
+    fhir_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds allowed for one FHIR HTTP request as a whole (connect, send, wait, read the body).",
     )
     fhir_connect_timeout: float = Field(
         default=1.0, gt=0, description="Seconds allowed to open a connection to the FHIR server."
     )
     fhir_deadline: float = Field(
-        default=4.5,
+        default=3.0,
         gt=0,
         description="Seconds allowed for all FHIR fetching of one hook call, paging included; "
         "what is not read by then counts as unobtainable.",
@@ -68,9 +135,13 @@ class Settings(BaseSettings):
     )
     fhir_allowed_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Allow-list of FHIR base URLs: a request whose fhirServer is not one of them "
-        "(or under one) is refused with 400. Empty: any server (development only; the security "
-        "issue hardens this).",
+        description="FHIR base URLs the service may read from (scheme, host, port exact; path prefix on a "
+        "segment boundary). A request naming another fhirServer is refused with 400 before any "
+        "connection. Empty: the service never fetches (prefetch only; missing required data is 412). "
+        "`*`: any server (development only, logged as a warning).",
+    )
+    fhir_max_response_bytes: int = Field(
+        default=20_000_000, ge=1000, description="Largest FHIR response body read (bytes); larger is a FHIR error."
     )
     require_all_data: bool = Field(
         default=False,
@@ -90,11 +161,21 @@ class Settings(BaseSettings):
         description="Regular expression of further allowed origins (localhost on any port by default). Empty: none.",
     )
     max_request_bytes: int = Field(
-        default=50_000_000, ge=1, description="Largest accepted request body (bytes); larger is 400."
+        default=20_000_000,
+        ge=1000,
+        description="Largest accepted request body (bytes), enforced while reading; larger is 400.",
+    )
+    max_json_depth: int = Field(
+        default=64, ge=8, le=500, description="Deepest JSON nesting accepted in requests and FHIR responses."
+    )
+    request_read_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds allowed to receive a request body; slower is 400."
     )
     log_level: LogLevel = Field(default="INFO", description="Level of the JSON logs of the service.")
 
-    @field_validator("fhir_allowed_servers", "cors_origins", mode="before")
+    @field_validator(
+        "fhir_allowed_servers", "cors_origins", "auth_issuers", "auth_jku_allowed", "auth_tenants", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -105,6 +186,32 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("fhir_allowed_servers", "auth_jku_allowed")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        from cds.fhir.urls import UrlAllowList
+
+        UrlAllowList(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from cds.fhir.urls import parse_url
+
+        parse_url(value.strip())
+        return value.strip().rstrip("/")
+
+    @property
+    def trusted_issuers(self) -> list[str]:
+        return [*self.auth_issuers, SANDBOX_ISSUER] if self.auth_trust_sandbox else list(self.auth_issuers)
+
+    @property
+    def trusted_jku(self) -> list[str]:
+        return [*self.auth_jku_allowed, SANDBOX_JKU] if self.auth_trust_sandbox else list(self.auth_jku_allowed)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -9,17 +9,23 @@ while the rest of fhirpy (``client.resources("Observation").search(...).limit(n)
 requests go through httpx, tests mock the FHIR server with respx at the transport.
 
 Errors: every failure to obtain data (connection refused, timeout, non-2xx status including
-401/403/404/5xx, invalid JSON, a response that is not the expected resource) raises
-`cds.errors.FhirServerError` with a message free of PHI and tokens (no URLs, no ids, no server
-diagnostics). Paging is bounded by `GatewayLimits.max_pages` and `max_resources`; a search cut short
-is returned with ``truncated=True`` instead of failing. `next` links are followed only when they point
-at the same FHIR base (so the bearer token never leaves for another host).
+redirects, 401/403/404/5xx, invalid, truncated, too deep or too large JSON, a response that is not
+the expected resource) raises `cds.errors.FhirServerError` with a message free of PHI and tokens (no
+URLs, no ids, no server diagnostics). Paging is bounded by `GatewayLimits.max_pages` and
+`max_resources`; a search cut short is returned with ``truncated=True`` instead of failing.
+
+Where requests may go (SSRF): `FhirGateway.client` accepts a base URL only if it is on the gateway's
+allow-list (`cds.fhir.urls.UrlAllowList`, compared after canonical parsing) and binds the client to
+the canonical form. Every URL the client is about to request (reads, searches, `next` links) is
+parsed again and must lie under that base on a path-segment boundary, so neither a `next` link nor a
+crafted id can send the bearer token to another host or path. Redirects are never followed. Each
+response body is read as a stream and abandoned past `max_response_bytes`, and each exchange is
+bounded by `timeout` as a whole (a server trickling bytes cannot hold a request open).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +35,9 @@ import httpx
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.utils import AttrDict, parse_pagination_url
 
-from cds.errors import FhirServerError
+from cds.errors import FhirServerError, FhirServerNotAllowed
+from cds.fhir.safejson import DEFAULT_MAX_DEPTH, JsonRejected, loads_bounded
+from cds.fhir.urls import HttpUrl, UrlAllowList, UrlError, parse_url
 
 if TYPE_CHECKING:
     from cds.config import Settings
@@ -49,6 +57,8 @@ class GatewayLimits:
     max_pages: int = 10
     max_resources: int = 5000
     max_connections: int = 32
+    max_response_bytes: int = 20_000_000
+    max_json_depth: int = DEFAULT_MAX_DEPTH
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayLimits:
@@ -59,6 +69,8 @@ class GatewayLimits:
             max_pages=settings.fhir_max_pages,
             max_resources=settings.fhir_max_resources,
             max_connections=settings.fhir_max_connections,
+            max_response_bytes=settings.fhir_max_response_bytes,
+            max_json_depth=settings.max_json_depth,
         )
 
 
@@ -69,6 +81,7 @@ class SearchResult:
     resources: list[dict[str, Any]] = field(default_factory=list)
     pages: int = 0
     truncated: bool = False  # more data existed than the limits (or the base) allowed to read
+    malformed: int = 0  # entries that are neither a resource nor an outcome (not JSON objects, no type)
 
 
 def plain(value: Any) -> Any:
@@ -84,25 +97,36 @@ def is_operation_outcome(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome"
 
 
-def bundle_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The resources of a Bundle, skipping `search.mode = outcome` entries and OperationOutcomes."""
+def bundle_entries(bundle: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The resources of a Bundle, skipping `search.mode = outcome` entries and OperationOutcomes, and
+    the number of malformed entries (not an object, no resource object, no string resourceType)."""
     out: list[dict[str, Any]] = []
+    malformed = 0
     entries = bundle.get("entry")
+    if entries is None:
+        return out, 0
     if not isinstance(entries, list):
-        return out
+        return out, 1
     for entry in entries:
         if not isinstance(entry, Mapping):
+            malformed += 1
             continue
         search = entry.get("search")
         if isinstance(search, Mapping) and search.get("mode") == "outcome":
             continue
         resource = entry.get("resource")
-        if not isinstance(resource, Mapping) or is_operation_outcome(resource):
+        if is_operation_outcome(resource):
             continue
-        if not isinstance(resource.get("resourceType"), str):
+        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+            malformed += 1
             continue
         out.append(plain(resource))
-    return out
+    return out, malformed
+
+
+def bundle_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a Bundle, skipping `search.mode = outcome` entries and OperationOutcomes."""
+    return bundle_entries(bundle)[0]
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:
@@ -118,20 +142,23 @@ def next_link(bundle: Mapping[str, Any]) -> str | None:
 
 
 def same_base(url: str, base: str) -> bool:
-    """True if `url` is relative or lies under the FHIR base `base` (no other host or path)."""
+    """True if `url` is relative or lies under the FHIR base `base` (same origin, path prefix on a
+    segment boundary, compared after canonical parsing; no dot segments)."""
     if "://" not in url:
-        return not url.startswith("//")
-    base = base.rstrip("/")
-    return url.startswith((base + "/", base + "?"))
+        return not url.startswith(("//", "\\")) and "\\" not in url
+    try:
+        return parse_url(base).covers(parse_url(url, allow_query=True))
+    except UrlError:
+        return False
 
 
-def _decode(text: str) -> Any:
-    if not text:
+def _decode(content: bytes, max_depth: int) -> Any:
+    if not content.strip():
         return None
     try:
-        return json.loads(text, object_hook=AttrDict)
-    except ValueError as exc:
-        raise FhirServerError("the FHIR server sent a body that is not valid JSON") from exc
+        return loads_bounded(content, max_depth=max_depth, object_hook=AttrDict)
+    except JsonRejected as exc:
+        raise FhirServerError(f"the FHIR server sent a body that is not acceptable JSON ({exc})") from None
 
 
 class PooledFHIRClient(AsyncFHIRClient):
@@ -144,10 +171,46 @@ class PooledFHIRClient(AsyncFHIRClient):
         *,
         authorization: str | None = None,
         timeout: float = 3.0,
+        max_response_bytes: int = 20_000_000,
+        max_json_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
-        super().__init__(url.rstrip("/"), authorization=authorization)
+        self.base = parse_url(url)  # raises UrlError (a ValueError) for anything not a clean http(s) base
+        super().__init__(str(self.base), authorization=authorization)
         self._http = http
         self._timeout = timeout
+        self._max_bytes = max_response_bytes
+        self._max_depth = max_json_depth
+
+    def request_url(self, path: str, params: dict[str, Any] | None = None) -> str:
+        """The URL fhirpy would request; `FhirServerError` unless it lies under this client's base."""
+        try:
+            url: str = self._build_request_url(path, params).removesuffix("?")
+        except ValueError as exc:  # fhirpy: an absolute URL outside the base
+            raise FhirServerError("a FHIR link points outside the FHIR server base") from exc
+        try:
+            inside = self.base.covers(parse_url(url, allow_query=True))
+        except UrlError:
+            inside = False
+        if not inside:
+            raise FhirServerError("a FHIR link points outside the FHIR server base")
+        return url
+
+    async def _exchange(self, method: str, url: str, data: Any, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self._http.stream(method.upper(), url, json=data, headers=headers) as response:
+            status = response.status_code
+            if not 200 <= status < 300:
+                return status, b""
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                raise FhirServerError(f"the FHIR server sent more than {self._max_bytes} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise FhirServerError(f"the FHIR server sent more than {self._max_bytes} bytes")
+                chunks.append(chunk)
+            return status, b"".join(chunks)
 
     async def _do_request(
         self,
@@ -162,15 +225,12 @@ class PooledFHIRClient(AsyncFHIRClient):
         headers: dict[str, str] = self._build_request_headers()
         if extra_headers:
             headers = {**headers, **extra_headers}
+        url = self.request_url(path, params)  # never send the token outside the base
         try:
-            url: str = self._build_request_url(path, params).removesuffix("?")
-        except ValueError as exc:  # an absolute URL outside the base: never send the token there
-            raise FhirServerError("a FHIR link points outside the FHIR server base") from exc
-        try:
-            # asyncio's timeout bounds the whole exchange (also with mocked transports); httpx's own
-            # timeouts bound each phase on real sockets.
+            # asyncio's timeout bounds the whole exchange, body included (also with mocked
+            # transports, and against a server trickling bytes); httpx's timeouts bound each phase.
             async with asyncio.timeout(self._timeout):
-                response = await self._http.request(method.upper(), url, json=data, headers=headers)
+                status, content = await self._exchange(method, url, data, headers)
         except TimeoutError as exc:
             raise FhirServerError(f"the FHIR server did not answer within {self._timeout:g} s") from exc
         except httpx.TimeoutException as exc:
@@ -178,27 +238,43 @@ class PooledFHIRClient(AsyncFHIRClient):
         except httpx.HTTPError as exc:
             raise FhirServerError(f"the FHIR server could not be reached ({type(exc).__name__})") from exc
 
-        status = response.status_code
-        if status == 304:
-            return (None, status) if returning_status else None
         if not 200 <= status < 300:
             if status in (401, 403):
                 raise FhirServerError(f"the FHIR server refused access (HTTP {status})")
+            if 300 <= status < 400:
+                raise FhirServerError(f"the FHIR server answered a redirect (HTTP {status}), not followed")
             raise FhirServerError(f"the FHIR server answered HTTP {status}")
-        payload = _decode(response.text)
+        payload = _decode(content, self._max_depth)
         return (payload, status) if returning_status else payload
 
     async def _fetch_resource(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return await self._do_request("get", path, params=params)
 
 
+def _link_inside(client: PooledFHIRClient, link: str) -> bool:
+    if not same_base(link, client.url):
+        return False
+    try:
+        path, params = parse_pagination_url(link)  # type: ignore[no-untyped-call]
+        client.request_url(path, params)
+    except (FhirServerError, ValueError):
+        return False
+    return True
+
+
 class FhirGateway:
     """Owns the shared httpx pool; hands out fhirpy clients bound to a base URL and token."""
 
     def __init__(
-        self, limits: GatewayLimits | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        limits: GatewayLimits | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        allowed: UrlAllowList | None = None,
     ) -> None:
+        """`allowed`: the FHIR base URLs clients may be bound to (None: any clean http(s) URL)."""
         self.limits = limits or GatewayLimits()
+        self.allowed = allowed
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(self.limits.timeout, connect=self.limits.connect_timeout),
             limits=httpx.Limits(
@@ -208,12 +284,23 @@ class FhirGateway:
             ),
             transport=transport,
             follow_redirects=False,
+            trust_env=False,  # no proxy or .netrc credentials picked up from the environment
             headers={"User-Agent": USER_AGENT},
         )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> FhirGateway:
-        return cls(GatewayLimits.from_settings(settings), transport=transport)
+        allowed = UrlAllowList(settings.fhir_allowed_servers)
+        return cls(GatewayLimits.from_settings(settings), transport=transport, allowed=allowed)
+
+    def allowed_base(self, base_url: str) -> HttpUrl | None:
+        """The canonical base if a client may be bound to `base_url`, else None."""
+        if self.allowed is None:
+            try:
+                return parse_url(base_url)
+            except UrlError:
+                return None
+        return self.allowed.match(base_url)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -223,8 +310,20 @@ class FhirGateway:
         await self._http.aclose()
 
     def client(self, base_url: str, access_token: str | None = None) -> PooledFHIRClient:
+        """A fhirpy client bound to the canonical form of `base_url`; `FhirServerNotAllowed` if the
+        URL is not on the allow-list (checked before anything is sent)."""
+        base = self.allowed_base(base_url)
+        if base is None:
+            raise FhirServerNotAllowed("fhirServer is not on the allow-list")
         authorization = f"Bearer {access_token}" if access_token else None
-        return PooledFHIRClient(base_url, self._http, authorization=authorization, timeout=self.limits.timeout)
+        return PooledFHIRClient(
+            str(base),
+            self._http,
+            authorization=authorization,
+            timeout=self.limits.timeout,
+            max_response_bytes=self.limits.max_response_bytes,
+            max_json_depth=self.limits.max_json_depth,
+        )
 
     async def read(self, client: PooledFHIRClient, resource_type: str, resource_id: str) -> dict[str, Any]:
         """Instance read through fhirpy (``client.get``); the result must be that resource type."""
@@ -237,7 +336,9 @@ class FhirGateway:
     async def search(self, client: PooledFHIRClient, resource_type: str, params: Mapping[str, str]) -> SearchResult:
         """Type search through fhirpy's search API, following `next` links within the limits."""
         searchset = client.resources(resource_type).search(**params).limit(self.limits.page_size)
-        bundle = await searchset.fetch_raw()
+        # fhirpy builds the query; its fetch_raw() post-processing assumes a well-formed Bundle
+        # (it crashes on a list, null or junk entries), so the raw page is fetched and checked here.
+        bundle = await client._fetch_resource(searchset.resource_type, searchset.params)
         if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
             raise FhirServerError(f"the FHIR server did not return a Bundle for a {resource_type} search")
         return await self.follow(client, bundle)
@@ -253,7 +354,9 @@ class FhirGateway:
         page: Mapping[str, Any] = bundle
         while True:
             result.pages += 1
-            result.resources.extend(bundle_resources(page))
+            resources, malformed = bundle_entries(page)
+            result.resources.extend(resources)
+            result.malformed += malformed
             if len(result.resources) > limits.max_resources:
                 del result.resources[limits.max_resources :]
                 result.truncated = True
@@ -264,7 +367,7 @@ class FhirGateway:
             if client is None or result.pages >= limits.max_pages or len(result.resources) >= (limits.max_resources):
                 result.truncated = True
                 break
-            if not same_base(link, client.url):
+            if not _link_inside(client, link):
                 log.warning("fhir.next_link_outside_base", extra={"event": "fhir.next_link_outside_base"})
                 result.truncated = True
                 break

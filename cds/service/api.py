@@ -1,23 +1,33 @@
-"""HTTP routes: discovery, the patient-view service, feedback, health."""
+"""HTTP routes: discovery, the patient-view service, feedback, health.
+
+Every route but ``/health`` depends on `authenticate_client` (the CDS client's JWT, see
+`cds.service.auth`), which runs before the body is read. Bodies are read by `read_json`: size
+bounded while streaming (a lying or absent Content-Length changes nothing), time bounded, and
+decoded with depth, number and unicode bounds (`cds.fhir.safejson`). The ``fhirServer`` of a hook
+call is checked against the allow-list before anything is fetched (`cds.fhir.urls`).
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from datetime import date
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from cards.models import CdsResponse
 from cards.render import render_cards, trial_label
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound
+from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.service.feedback import parse_feedback
 from cds.service.models import CdsRequest, ServiceDescription, parse_request
+from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
 from cds.service.prefetch import gather_data, prefetch_templates
 from cds.service.state import HOOK, SERVICE_ID, ServiceState
 
@@ -69,44 +79,92 @@ def _check_service(service_id: str) -> None:
         raise NotFound("unknown CDS service")
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+def expected_audience(request: Request, public_base_url: str | None) -> str:
+    """The URL the client called, as a JWT `aud` must name it (no query string).
+
+    Behind a proxy, `public_base_url` (``CDS_PUBLIC_BASE_URL``) replaces the scheme, host and port
+    the service sees, so `aud` is compared with the URL the EHR actually called, not a Host header.
+    """
+    path = request.url.path
+    if public_base_url:
+        return public_base_url.rstrip("/") + path
+    return str(request.url.replace(query="", fragment=""))
+
+
+async def authenticate_client(request: Request) -> None:
+    """Dependency of every CDS route: 401 unless the CDS client's JWT verifies (when required)."""
+    state = _state(request)
+    if state.authenticator is None:
+        return
+    audience = expected_audience(request, state.settings.public_base_url)
+    await state.authenticator.authenticate(request.headers.get("authorization"), audience)
+
+
+AUTHENTICATED = [Depends(authenticate_client)]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise InvalidRequest(f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidRequest(f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        async for chunk in request.stream():  # counted as it arrives: Content-Length may lie
+            size += len(chunk)
+            if size > limit:
+                raise InvalidRequest(f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise InvalidRequest("the client disconnected before sending the whole body") from None
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, state: ServiceState) -> Any:
+    """The request body as JSON, bounded in size, time, depth and content (400 otherwise)."""
+    settings = state.settings
+    try:
+        async with asyncio.timeout(settings.request_read_timeout):
+            raw = await _read_body(request, settings.max_request_bytes)
+    except TimeoutError:
+        raise InvalidRequest("the request body was not received in time") from None
     if not raw.strip():
         raise InvalidRequest("the request body is empty")
+    decode = partial(loads_bounded, raw, max_depth=settings.max_json_depth)
     try:
         if len(raw) > LARGE_BODY:  # a big record: decode off the event loop
-            return await run_in_threadpool(json.loads, raw)
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequest("the request body is not valid JSON") from None
+            return await run_in_threadpool(decode)
+        return decode()
+    except JsonRejected as exc:
+        reason = str(exc)
+        message = "not valid JSON" if reason == "not valid JSON" else f"refused: {reason}"
+        raise InvalidRequest(f"the request body is {message}") from None
 
 
-def _check_fhir_server(state: ServiceState, cds_request: CdsRequest) -> None:
-    allowed = state.settings.fhir_allowed_servers
+def _fetching(state: ServiceState, cds_request: CdsRequest) -> bool:
+    """Whether this call may fetch from its fhirServer; `FhirServerNotAllowed` (400) if it names a
+    server off the allow-list. With no allow-list configured the service never fetches."""
+    allowed = state.fhir_allowed
     server = cds_request.fhirServer
-    if server is None or not allowed:
-        return
-    if not any(server == a.rstrip("/") or server.startswith(a.rstrip("/") + "/") for a in allowed):
+    if server is None or allowed.empty:
+        return False
+    if allowed.match(server) is None:
         raise FhirServerNotAllowed("fhirServer is not on the allow-list")
+    return True
 
 
-@router.get("/cds-services")
+@router.get("/cds-services", dependencies=AUTHENTICATED, responses=responses(401))
 async def discovery(request: Request) -> dict[str, Any]:
     description = service_description(_state(request))
     return {"services": [description.model_dump(exclude_none=True)]}
 
 
-@router.post("/cds-services/{service_id}")
+@router.post(
+    "/cds-services/{service_id}",
+    dependencies=AUTHENTICATED,
+    openapi_extra=HOOK_BODY,
+    responses=responses(400, 401, 404, 412),
+)
 async def call_service(service_id: str, request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
@@ -114,12 +172,12 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     record: dict[str, Any] = {"event": "hook", "service": service_id, "hook": None, "hookInstance": None}
     try:
         _check_service(service_id)
-        cds_request = parse_request(await _read_json(request, settings.max_request_bytes))
+        cds_request = parse_request(await read_json(request, state))
         record["hook"] = cds_request.hook
         record["hookInstance"] = cds_request.hookInstance
         if cds_request.hook != HOOK:
             raise InvalidRequest(f"this service answers the {HOOK} hook only")
-        _check_fhir_server(state, cds_request)
+        fetch = _fetching(state, cds_request)  # before anything is fetched
 
         data = await gather_data(
             cds_request,
@@ -127,6 +185,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             state.gateway,
             deadline_seconds=settings.fhir_deadline,
             require_all=settings.require_all_data,
+            fetch=fetch,
+            log_record=record,
         )
         fetched = time.perf_counter()
         record["sources"] = data.sources()
@@ -154,6 +214,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             outcome="card" if cards else "no-card",
             verdict=report.verdict.value,
             cards=len(cards),
+            dataIssues=len(report.data_issues),
             fetchMs=round((fetched - started) * 1000, 1),
             evaluateMs=round((evaluated - fetched) * 1000, 1),
         )
@@ -170,11 +231,16 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         log.log(level, "hook call", extra=record)
 
 
-@router.post("/cds-services/{service_id}/feedback")
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    dependencies=AUTHENTICATED,
+    openapi_extra=FEEDBACK_BODY,
+    responses=responses(400, 401, 404),
+)
 async def post_feedback(service_id: str, request: Request) -> dict[str, Any]:
     state = _state(request)
     _check_service(service_id)
-    items = parse_feedback(await _read_json(request, state.settings.max_request_bytes))
+    items = parse_feedback(await read_json(request, state))
     stored = await run_in_threadpool(state.store.add, service_id, items)
     log.info(
         "feedback stored",
@@ -188,16 +254,17 @@ async def post_feedback(service_id: str, request: Request) -> dict[str, Any]:
     return {"stored": stored}
 
 
-@router.get("/cds-services/{service_id}/feedback")
+@router.get("/cds-services/{service_id}/feedback", dependencies=AUTHENTICATED, responses=responses(400, 401, 404))
 async def list_feedback(service_id: str, request: Request, card: str | None = None) -> dict[str, Any]:
-    """Stored feedback, oldest first (for coordinators and tests; protect it in production)."""
+    """Stored feedback, oldest first (for coordinators and tests). It holds user comments: like
+    every CDS route it requires the client's JWT when authentication is on."""
     state = _state(request)
     _check_service(service_id)
     rows = await run_in_threadpool(partial(state.store.list, service_id, card=card))
     return {"feedback": rows}
 
 
-@router.get("/health")
+@router.get("/health")  # open: liveness only, no data
 async def health(request: Request) -> dict[str, str]:
     state = _state(request)
     return {"status": "ok", "service": SERVICE_ID, "trial": state.trial.id}

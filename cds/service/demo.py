@@ -176,10 +176,14 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
         return 2
 
     with tempfile.TemporaryDirectory(prefix="cds-demo-") as tmp:
+        # The embedded demo: loopback only, full prefetch. Client authentication is off and FHIR
+        # fetching stays off (no allowed servers), whatever the environment says.
         settings = Settings(
             database_url=f"sqlite:///{tmp}/feedback.sqlite3",
             as_of=as_of or Settings().as_of or FIXTURES_AS_OF,
             log_level="WARNING",
+            auth_required=False,
+            fhir_allowed_servers=[],
         )
         sock = _free_socket()
         port = sock.getsockname()[1]
@@ -242,7 +246,13 @@ def example_pair(patient_file: Path = DEFAULT_PATIENT) -> tuple[dict[str, Any], 
     """The deterministic example request and the service's response to it."""
     request = build_request(load_bundle(patient_file), hook_instance=EXAMPLE_HOOK_INSTANCE)
     with tempfile.TemporaryDirectory(prefix="cds-examples-") as tmp:
-        settings = Settings(database_url=f"sqlite:///{tmp}/feedback.sqlite3", as_of=FIXTURES_AS_OF, log_level="WARNING")
+        settings = Settings(
+            database_url=f"sqlite:///{tmp}/feedback.sqlite3",
+            as_of=FIXTURES_AS_OF,
+            log_level="WARNING",
+            auth_required=False,
+            fhir_allowed_servers=[],
+        )
         response = asyncio.run(_example_response(request, settings))
     return request, response
 
@@ -286,17 +296,23 @@ def readme_example_markdown(examples_dir: Path = EXAMPLES_DIR) -> str:
     shown["prefetch"] = {
         "patient": prefetch.get("patient"),
         "conditions": prefetch.get("conditions"),
-        "...": f"{len(prefetch) - 2} more keys: " + ", ".join(k for k in prefetch if k not in ("patient", "conditions")),
+        "...": f"{len(prefetch) - 2} more keys: "
+        + ", ".join(k for k in prefetch if k not in ("patient", "conditions")),
     }
     card = response["cards"][0]
     card_head = {k: v for k, v in card.items() if k not in ("detail", "extension", "suggestions")}
     card_head["suggestions"] = [
-        {"label": s["label"], "actions": [{"type": a["type"], "resourceType": a["resource"]["resourceType"]}
-                                          for a in s.get("actions", [])]}
+        {
+            "label": s["label"],
+            "actions": [
+                {"type": a["type"], "resourceType": a["resource"]["resourceType"]} for a in s.get("actions", [])
+            ],
+        }
         for s in card.get("suggestions", [])
     ]
-    card_head["extension"] = {k: "{ the full report: trial, patient, asOf, verdict, criteria[] }" for k in card.get(
-        "extension", {})}
+    card_head["extension"] = dict.fromkeys(
+        card.get("extension", {}), "{ the full report: trial, patient, asOf, verdict, criteria[] }"
+    )
     return "\n".join(
         [
             "<!-- example generated from cds/service/examples/ by readme_example_markdown(); do not edit by hand -->",

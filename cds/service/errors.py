@@ -1,7 +1,8 @@
 """The one place where errors become HTTP responses, each with a FHIR OperationOutcome body.
 
 * `cds.errors.CdsError` subclasses carry their status and ``issue.code`` (400 invalid, 401 login,
-  404 not-found, 412 processing, ...). 401 bodies carry no diagnostics.
+  404 not-found, 412 processing, ...). Every 401 is the same: ``WWW-Authenticate: Bearer`` and an
+  OperationOutcome with one generic message, whatever the reason (the reason is logged only).
 * Starlette's HTTP errors (unknown route 404, wrong method 405) and FastAPI's request validation
   errors (400 instead of FastAPI's 422) get the same shape.
 * Anything else is a 500 with a generic message (`CatchAllMiddleware`); the exception type and the
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds.errors import AuthenticationFailed, CdsError
@@ -39,14 +41,38 @@ def outcome_response(status: int, code: str, diagnostics: str | None) -> JSONRes
     return JSONResponse(operation_outcome(code, diagnostics, severity), status_code=status)
 
 
+AUTH_FAILED_MESSAGE = "authentication failed"
+
+
 def error_response(exc: CdsError) -> JSONResponse:
-    diagnostics = None if isinstance(exc, AuthenticationFailed) else exc.message
-    return outcome_response(exc.http_status, exc.issue_code, diagnostics)
+    if isinstance(exc, AuthenticationFailed):
+        response = outcome_response(exc.http_status, exc.issue_code, AUTH_FAILED_MESSAGE)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    return outcome_response(exc.http_status, exc.issue_code, exc.message)
 
 
 async def _cds_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CdsError)
     return error_response(exc)
+
+
+def _route_methods(routes: Any, scope: Any, methods: set[str]) -> None:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+        if included is not None:
+            _route_methods(included.routes, scope, methods)
+            continue
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method of every route matching the path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    _route_methods(request.app.router.routes, request.scope, methods)
+    return ", ".join(sorted(methods)) or None
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -55,6 +81,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     response = outcome_response(exc.status_code, code, str(exc.detail) if exc.detail else None)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        allow = _allowed_methods(request)
+        if allow:
+            response.headers["Allow"] = allow
     return response
 
 

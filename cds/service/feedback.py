@@ -192,8 +192,9 @@ def _engine_for(url: str) -> Engine:
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(url, connect_args={"check_same_thread": False})
-    return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
+    # hide_parameters: user comments (possibly PHI) never appear in SQL logs or error messages
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 class FeedbackStore:

@@ -4,7 +4,11 @@ What is logged about a hook call: the service id, the hook instance id, timings,
 (status, verdict, number of cards), which prefetch keys came from the EHR or the FHIR server and
 which types are incomplete. What is never logged: patient ids, names, birth dates or any resource
 content, the ``fhirAuthorization`` token, the ``Authorization`` header, FHIR URLs (they hold ids),
-exception messages from data (only exception types).
+exception messages from data (only exception types), JWTs or the reasons' inputs (an authentication
+failure logs a fixed reason code only).
+
+Third-party loggers that would log FHIR URLs (httpx logs every request URL at INFO, httpcore traces
+at DEBUG) are capped at WARNING by `configure_logging`, whatever the root logger's level.
 """
 
 from __future__ import annotations
@@ -38,8 +42,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "fhirpy")
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Send the ``cds`` loggers to stderr as JSON lines (idempotent)."""
+    """Send the ``cds`` loggers to stderr as JSON lines (idempotent); cap URL-logging libraries."""
+    for name in QUIET_LOGGERS:
+        quiet = logging.getLogger(name)
+        if quiet.level < logging.WARNING:  # NOTSET (0) included
+            quiet.setLevel(logging.WARNING)
     logger = logging.getLogger("cds")
     logger.setLevel(level)
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):

@@ -4,8 +4,10 @@ Lenient means: unknown keys are kept and ignored (Epic's ``com.epic.cdshooks.req
 like), ``extension`` may be anything JSON, ``fhirAuthorization`` and ``prefetch`` may be missing or
 ``null``, prefetch values may be ``null``, OperationOutcomes or anything else (the prefetch component
 decides what is usable). Strict only where the service cannot work otherwise: ``hook`` must be a
-string, ``context.patientId`` must be a FHIR id (it goes into FHIR queries), ``fhirServer`` must be an
-http(s) URL.
+string, ``context.patientId`` must be a FHIR id (it goes into FHIR queries; ``.`` and ``..`` are
+refused: they would be path segments), ``fhirServer`` must be a clean absolute http(s) URL (no
+userinfo, query, fragment, dot segments; see `cds.fhir.urls.parse_url`). Wrong types anywhere in the
+typed fields are a 400 naming the field, never its value.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cds.errors import InvalidRequest
+from cds.fhir.urls import UrlError, parse_url
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -50,7 +53,7 @@ class HookContext(_Lenient):
     def _patient_id(cls, value: Any) -> Any:
         if isinstance(value, str) and value.startswith("Patient/"):
             value = value.removeprefix("Patient/")
-        if not isinstance(value, str) or not FHIR_ID.match(value):
+        if not isinstance(value, str) or not FHIR_ID.fullmatch(value) or set(value) == {"."}:
             raise ValueError("context.patientId must be a FHIR resource id")
         return value
 
@@ -93,8 +96,12 @@ class CdsRequest(_Lenient):
     def _fhir_server(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        if not isinstance(value, str) or not re.match(r"^https?://[^\s/?#]+", value):
+        if not isinstance(value, str):
             raise ValueError("fhirServer must be an absolute http(s) URL")
+        try:
+            parse_url(value)
+        except UrlError:
+            raise ValueError("fhirServer must be an absolute http(s) URL") from None
         return value.rstrip("/")
 
     @property

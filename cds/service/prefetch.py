@@ -32,6 +32,20 @@ Required vs optional data (the documented choice):
   allergy list. Sites that prefer strictness set ``CDS_REQUIRE_ALL_DATA=true`` (any failure → 412).
 * A search cut short by the paging bounds (``max pages`` / ``max resources``) or by a ``next`` link
   that cannot be followed keeps what was read, counts as searched, and is listed as incomplete.
+
+Prefetch is not trusted blindly. A value is used for a key only if everything in it fits the key:
+the Patient read must be a Patient whose ``id`` is the context patient; a search value may hold only
+resources of the key's type (plus ``Medication`` for the medication keys) whose ``subject`` /
+``patient`` is the context patient, and no malformed entries. A value that does not fit (keys mixed
+up, another patient's record, garbage entries) is not used at all - not even its valid part, since
+its selection is unknown - and the key is fetched from ``fhirServer`` as if it had not been sent
+(or, without a server, counts as unobtainable: 412 for Patient/Condition, incomplete otherwise). The
+same check applies to what a FHIR server returns (a misfit is a FHIR error). Only counts and key
+names are logged, never content. Resources that fit the key but are not valid FHIR are left to the
+engine, which drops them and lists them in ``report.data_issues``.
+
+Fetching can be off: with no allowed FHIR servers configured the service never fetches (prefetch
+only), and a missing key is unobtainable with that reason.
 """
 
 from __future__ import annotations
@@ -53,6 +67,20 @@ from cds.service.models import CdsRequest
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105  (a template token, not a secret)
 REQUIRED_TYPES = frozenset({"Patient", "Condition"})
+MEDICATION_TYPES = frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"})
+NO_FHIR_SERVER = "not prefetched and no fhirServer to fetch it from"
+FETCHING_DISABLED = "not prefetched, and this service is not configured to fetch from FHIR servers"
+
+# Where each searched resource type points at its patient.
+_SUBJECT_FIELD = {
+    "Condition": "subject",
+    "Observation": "subject",
+    "MedicationStatement": "subject",
+    "MedicationRequest": "subject",
+    "MedicationAdministration": "subject",
+    "Procedure": "subject",
+    "AllergyIntolerance": "patient",
+}
 
 Source = Literal["prefetch", "fhir", "prefetch+fhir", "none"]
 
@@ -123,6 +151,7 @@ class QueryOutcome:
     truncated: bool = False
     problem: str | None = None  # PHI-free explanation when not ok
     fhir_error: bool = False  # the problem came from the FHIR server (vs. no server to ask)
+    prefetch_rejected: str | None = None  # why a prefetched value was not used (a fixed code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,24 +167,79 @@ class GatheredData:
         return {o.query.key: o.source if o.ok else "failed" for o in self.outcomes}
 
 
-def _usable(query: PrefetchQuery, value: Any, patient_id: str) -> Mapping[str, Any] | None:
-    """The prefetched value if it can stand for this query, else None (then it is fetched)."""
+def _unwrap(value: Any) -> Any:
     if isinstance(value, Mapping) and "resourceType" not in value and "resource" in value:
         # Pre-1.0 clients (old sandbox) wrapped values: {"response": {"status": ...}, "resource": ...}
         response = value.get("response")
         status = str(response.get("status", "200")) if isinstance(response, Mapping) else "200"
-        value = value.get("resource") if status.startswith("2") else None
+        return value.get("resource") if status.startswith("2") else None
+    return value
+
+
+def _about_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
+    key = _SUBJECT_FIELD.get(str(resource.get("resourceType")))
+    if key is None:
+        return True
+    subject = resource.get(key)
+    ref = subject.get("reference") if isinstance(subject, Mapping) else None
+    if not isinstance(ref, str):
+        return False
+    # Accept "Patient/x", absolute ".../Patient/x", and "Patient/x/_history/1".
+    parts = ref.split("/")
+    return any(parts[i] == "Patient" and parts[i + 1] == patient_id for i in range(len(parts) - 1))
+
+
+def misfit(query: PrefetchQuery, resources: Sequence[Mapping[str, Any]], patient_id: str) -> str | None:
+    """Why these resources cannot be the answer to `query` for this patient (a code), or None."""
+    allowed = {query.resource_type, "Medication"} if query.resource_type in MEDICATION_TYPES else {query.resource_type}
+    for resource in resources:
+        rtype = resource.get("resourceType")
+        if rtype not in allowed:
+            return "wrong-type"
+        if rtype == "Patient":
+            if resource.get("id") != patient_id:
+                return "other-patient"
+        elif rtype != "Medication" and not _about_patient(resource, patient_id):
+            return "other-patient"
+    return None
+
+
+def _usable(query: PrefetchQuery, value: Any) -> Mapping[str, Any] | None:
+    """The prefetched value if it has the shape of an answer to this query, else None (then fetched)."""
+    value = _unwrap(value)
     if not isinstance(value, Mapping) or is_operation_outcome(value):
         return None
     rtype = value.get("resourceType")
     if query.read:
-        if rtype != query.resource_type:
-            return None
-        rid = value.get("id")
-        return value if rid is None or rid == patient_id else None
+        return value if rtype == query.resource_type else None
     if rtype == "Bundle" or rtype == query.resource_type:
         return value
     return None
+
+
+async def _from_prefetch(
+    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: PooledFHIRClient | None
+) -> QueryOutcome:
+    if query.read or value.get("resourceType") != "Bundle":
+        return QueryOutcome(query, "prefetch", [plain(value)])
+    result = await gateway.follow(client, value)
+    source: Source = "prefetch+fhir" if result.pages > 1 else "prefetch"
+    outcome = QueryOutcome(query, source, result.resources, truncated=result.truncated)
+    if result.malformed:
+        outcome.prefetch_rejected = "malformed-entries"
+    return outcome
+
+
+async def _from_fhir(
+    query: PrefetchQuery, patient_id: str, gateway: FhirGateway, client: PooledFHIRClient
+) -> QueryOutcome:
+    if query.read:
+        resource = await gateway.read(client, query.resource_type, patient_id)
+        return QueryOutcome(query, "fhir", [resource])
+    found: SearchResult = await gateway.search(client, query.resource_type, query.search_params(patient_id))
+    if found.malformed:
+        raise FhirServerError(f"the FHIR server returned malformed {query.resource_type} search entries")
+    return QueryOutcome(query, "fhir", found.resources, truncated=found.truncated)
 
 
 async def _obtain(
@@ -163,28 +247,29 @@ async def _obtain(
     request: CdsRequest,
     gateway: FhirGateway,
     client: PooledFHIRClient | None,
+    unavailable: str,
 ) -> QueryOutcome:
     patient_id = request.context.patientId
     prefetch = request.prefetch or {}
-    value = _usable(query, prefetch.get(query.key), patient_id)
+    value = _usable(query, prefetch.get(query.key))
+    rejected: str | None = None
     try:
         if value is not None:
-            if query.read:
-                return QueryOutcome(query, "prefetch", [plain(value)])
-            if value.get("resourceType") != "Bundle":
-                return QueryOutcome(query, "prefetch", [plain(value)])
-            result = await gateway.follow(client, value)
-            source: Source = "prefetch+fhir" if result.pages > 1 else "prefetch"
-            return QueryOutcome(query, source, result.resources, truncated=result.truncated)
+            outcome = await _from_prefetch(query, value, gateway, client)
+            rejected = outcome.prefetch_rejected or misfit(query, outcome.resources, patient_id)
+            if rejected is None:
+                return outcome
         if client is None:
-            return QueryOutcome(query, "none", ok=False, problem="not prefetched and no fhirServer to fetch it from")
-        if query.read:
-            resource = await gateway.read(client, query.resource_type, patient_id)
-            return QueryOutcome(query, "fhir", [resource])
-        found: SearchResult = await gateway.search(client, query.resource_type, query.search_params(patient_id))
-        return QueryOutcome(query, "fhir", found.resources, truncated=found.truncated)
+            problem = unavailable if rejected is None else f"the prefetched data was not usable ({rejected})"
+            return QueryOutcome(query, "none", ok=False, problem=problem, prefetch_rejected=rejected)
+        outcome = await _from_fhir(query, patient_id, gateway, client)
+        outcome.prefetch_rejected = rejected
+        wrong = misfit(query, outcome.resources, patient_id)
+        if wrong is not None:
+            raise FhirServerError(f"the FHIR server returned records that do not fit the query ({wrong})")
+        return outcome
     except FhirServerError as exc:
-        return QueryOutcome(query, "fhir", ok=False, problem=exc.message, fhir_error=True)
+        return QueryOutcome(query, "fhir", ok=False, problem=exc.message, fhir_error=True, prefetch_rejected=rejected)
 
 
 async def _obtain_by(
@@ -193,10 +278,11 @@ async def _obtain_by(
     request: CdsRequest,
     gateway: FhirGateway,
     client: PooledFHIRClient | None,
+    unavailable: str,
 ) -> QueryOutcome:
     try:
         async with asyncio.timeout_at(deadline):
-            return await _obtain(query, request, gateway, client)
+            return await _obtain(query, request, gateway, client, unavailable)
     except TimeoutError:
         return QueryOutcome(
             query, "fhir", ok=False, problem="FHIR reads did not finish within the deadline", fhir_error=True
@@ -210,16 +296,28 @@ async def gather_data(
     *,
     deadline_seconds: float,
     require_all: bool = False,
+    fetch: bool = True,
+    log_record: dict[str, Any] | None = None,
 ) -> GatheredData:
     """Obtain the data for every query (prefetch first, FHIR fallback, in parallel).
 
-    Raises `FhirServerError` / `DataUnavailable` (412) when required data cannot be obtained.
+    `fetch=False`: never contact a FHIR server (fetching is not configured). With fetching on, the
+    gateway refuses a ``fhirServer`` off its allow-list (`FhirServerNotAllowed`, 400) before any
+    connection. Raises `FhirServerError` / `DataUnavailable` (412) when required data cannot be
+    obtained. `log_record` receives ``prefetchRejected`` (key -> reason code) even then.
     """
-    client = gateway.client(request.fhirServer, request.access_token) if request.fhirServer else None
+    client: PooledFHIRClient | None = None
+    unavailable = FETCHING_DISABLED if request.fhirServer and not fetch else NO_FHIR_SERVER
+    if fetch and request.fhirServer:
+        client = gateway.client(request.fhirServer, request.access_token)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_seconds
-    outcomes = await asyncio.gather(*(_obtain_by(deadline, q, request, gateway, client) for q in queries))
+    outcomes = await asyncio.gather(*(_obtain_by(deadline, q, request, gateway, client, unavailable) for q in queries))
 
+    if log_record is not None:
+        rejected = {o.query.key: o.prefetch_rejected for o in outcomes if o.prefetch_rejected}
+        if rejected:
+            log_record["prefetchRejected"] = rejected
     missing = [o for o in outcomes if not o.ok and (require_all or o.query.required)]
     if missing:
         detail = "; ".join(f"{o.query.resource_type}: {o.problem}" for o in missing)

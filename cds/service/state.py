@@ -12,6 +12,8 @@ from cards.trial import TrialLike
 from cds.config import Settings
 from cds.engine.model import Report
 from cds.fhir.gateway import FhirGateway
+from cds.fhir.urls import UrlAllowList
+from cds.service.auth import JwtAuthenticator
 from cds.service.feedback import FeedbackStore
 from cds.service.prefetch import PrefetchQuery, build_queries
 
@@ -72,8 +74,11 @@ class ServiceState:
     trial: ServiceTrial
     evaluator: Evaluator
     new_uuid: Callable[[], str] = random_uuid
+    authenticator: JwtAuthenticator | None = None  # None: authentication off (demo, tests)
     queries: tuple[PrefetchQuery, ...] = field(default=())
+    fhir_allowed: UrlAllowList = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.queries:
             self.queries = build_queries(self.trial.observation_codes)
+        self.fhir_allowed = UrlAllowList(self.settings.fhir_allowed_servers)

@@ -110,7 +110,7 @@ def test_text_from_data_is_markdown_escaped() -> None:
     detail = _card(report(AGE, nasty)).detail or ""
     row = next(line for line in detail.splitlines() if "inc-x" in line)
     assert row.count(" | ") == 3  # 4 cells: no pipe from data splits the row
-    assert r"a\|b \*bold\* \[link\](http://x) \<script>" in row
+    assert r"a\|b \*bold\* \[link\](http\:/\/x) \<script>" in row
     assert r"desc\|with newline: \<1 \_u\_" in row
     assert not re.search(r"(?<!\\)<script", detail)
 

@@ -77,6 +77,8 @@ async def test_service_without_prefetch_against_hapi(hapi: str, tmp_path: Any, p
         fhir_timeout=10.0,
         fhir_deadline=30.0,
         fhir_page_size=50,
+        fhir_allowed_servers=[hapi],
+        auth_required=False,
     )
     app = create_app(settings)
     request = build_request(load_bundle(PATIENTS_DIR / f"{pid}.json"), fhir_server=hapi)

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import AS_OF, RecordingEngine
+from service_helpers import AS_OF, FHIR, RecordingEngine
 
 from cds.config import Settings
 from cds.service.app import create_app
@@ -22,6 +22,8 @@ def settings(tmp_path: Any) -> Settings:
         fhir_timeout=0.5,
         fhir_connect_timeout=0.5,
         fhir_deadline=2.0,
+        fhir_allowed_servers=[FHIR],
+        auth_required=False,  # JWT authentication is tested in tests/security
     )
 
 

@@ -229,12 +229,12 @@ def _closed_port() -> int:
     return port
 
 
-async def test_fhir_server_down_answers_412(client: httpx.AsyncClient, engine: RecordingEngine) -> None:
-    started = time.perf_counter()
-    response = await client.post(
-        SERVICE, json=hook_request(None, fhir_server=f"http://127.0.0.1:{_closed_port()}/fhir")
-    )
-    elapsed = time.perf_counter() - started
+async def test_fhir_server_down_answers_412(make_client: Any, settings: Settings, engine: RecordingEngine) -> None:
+    server = f"http://127.0.0.1:{_closed_port()}/fhir"
+    async with make_client(settings.model_copy(update={"fhir_allowed_servers": [server]})) as client:
+        started = time.perf_counter()
+        response = await client.post(SERVICE, json=hook_request(None, fhir_server=server))
+        elapsed = time.perf_counter() - started
     body = _assert_outcome(response, 412, "processing")
     assert "could not be reached" in body["issue"][0]["diagnostics"]
     assert elapsed < 2.0

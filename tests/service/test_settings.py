@@ -23,7 +23,12 @@ def test_defaults() -> None:
     assert "https://sandbox.cds-hooks.org" in s.cors_origins
     assert s.show_excluded_card is False
     assert s.require_all_data is False
-    assert s.fhir_allowed_servers == []
+    assert s.fhir_allowed_servers == []  # no FHIR fetching until servers are configured
+    assert s.auth_required is True  # client JWTs are required until explicitly turned off
+    assert s.auth_issuers == []
+    assert s.auth_trust_sandbox is False
+    assert s.fhir_deadline <= 3.0  # well under the 5 s EHRs tolerate
+    assert s.fhir_timeout <= s.fhir_deadline
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,6 +49,38 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.fhir_allowed_servers == ["https://ehr.example/fhir"]
     assert s.show_excluded_card is True
     assert s.log_level == "DEBUG"
+
+
+def test_security_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDS_AUTH_ISSUERS", "https://ehr.example/cds, https://other.example")
+    monkeypatch.setenv("CDS_AUTH_JKU_ALLOWED", '["https://ehr.example/.well-known/jwks.json"]')
+    monkeypatch.setenv("CDS_AUTH_TENANTS", "t1")
+    monkeypatch.setenv("CDS_PUBLIC_BASE_URL", "https://cds.example.org/")
+    monkeypatch.setenv("CDS_AUTH_TRUST_SANDBOX", "true")
+    s = Settings()
+    assert s.auth_issuers == ["https://ehr.example/cds", "https://other.example"]
+    assert s.trusted_issuers[-1] == "https://sandbox.cds-hooks.org"
+    assert s.trusted_jku == [
+        "https://ehr.example/.well-known/jwks.json",
+        "https://sandbox.cds-hooks.org/.well-known/jwks.json",
+    ]
+    assert s.auth_tenants == ["t1"]
+    assert s.public_base_url == "https://cds.example.org"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CDS_FHIR_ALLOWED_SERVERS", "https://user@ehr.example/fhir"),
+        ("CDS_FHIR_ALLOWED_SERVERS", "ftp://ehr.example/fhir"),
+        ("CDS_AUTH_JKU_ALLOWED", "https://ehr.example/../jwks"),
+        ("CDS_PUBLIC_BASE_URL", "cds.example.org"),
+    ],
+)
+def test_bad_urls_in_security_settings_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name.removeprefix("CDS_").lower()):
+        Settings()
 
 
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
