@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from cards.models import CdsResponse
 from cards.render import render_cards, trial_label
+from cds.engine.record import READ_TYPES
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound
 from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.service.feedback import parse_feedback
@@ -36,17 +37,6 @@ log = logging.getLogger("cds.service")
 router = APIRouter()
 
 LARGE_BODY = 1_000_000  # bytes
-
-READ_TYPES = (
-    "Patient",
-    "Condition",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "Procedure",
-    "AllergyIntolerance",
-)
 
 
 def _state(request: Request) -> ServiceState:

@@ -1,14 +1,13 @@
 """The service's FHIR path against a real HAPI FHIR R4 server (no prefetch, real paging).
 
-Starts the project's HAPI sandbox on a free port (about 25 s), or uses ``HAPI_SANDBOX_URL``.
+Uses the session's HAPI sandbox (tests/conftest.py: started once, or ``HAPI_SANDBOX_URL``).
 Run with ``pytest -m integration``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
@@ -27,20 +26,9 @@ EXPECTED_FILE = PATIENTS_DIR.parent / "expected.json"
 
 
 @pytest.fixture(scope="module")
-def hapi() -> Iterator[str]:
-    sandbox_module = pytest.importorskip("cds.sandbox")
-    if not EXPECTED_FILE.exists():
-        pytest.skip("fixtures not generated")
-    url = os.environ.get("HAPI_SANDBOX_URL")
-    try:
-        sandbox = (
-            sandbox_module.HapiSandbox(base_url=url) if url else sandbox_module.HapiSandbox(sandbox_module.free_port())
-        )
-        with sandbox:
-            sandbox_module.load_bundles(sandbox.base_url, [PATIENTS_DIR / f"{pid}.json" for pid in PATIENTS])
-            yield sandbox.base_url
-    except sandbox_module.SandboxError as exc:  # no Java/Maven, build failure...
-        pytest.skip(f"HAPI sandbox unavailable: {exc}")
+def hapi(hapi_with_fixtures: str) -> str:
+    """The session's HAPI server (tests/conftest.py) with every fixture patient loaded."""
+    return hapi_with_fixtures
 
 
 @pytest.fixture
