@@ -7,6 +7,7 @@ windows are instances of these classes, and each criterion pairs an id with a ge
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -155,7 +156,7 @@ class Drug:
     name_pattern: str | None = None
     prednisone_factor: float | None = None  # for glucocorticoids
 
-    @property
+    @functools.cached_property
     def value_set(self) -> ValueSet:
         codes = {(RXNORM, p.rxcui) for p in self.products} | set(self.extra_codes)
         if self.ingredient_rxcui:
@@ -197,3 +198,18 @@ class Policy:
     generic_lupus_counts_as_sle: bool = False
     # Extra (system, code) pairs accepted as a SLEDAI-2K total score Observation.
     sledai_local_codes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def observation_lookback_days(self) -> int:
+        """How far back any criterion reads Observations: the longest Observation window.
+
+        Every rule that reads Observations reads them through one of these windows (ending on the
+        as-of date), so an Observation dated before ``as_of - observation_lookback_days`` can
+        never change a result. A new rule reading older Observations must add its window here.
+        """
+        return max(
+            self.serology_window_days,
+            self.safety_lab_window_days,
+            self.sledai_window_days,
+            self.pregnancy_test_window_days,
+        )

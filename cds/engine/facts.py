@@ -347,11 +347,21 @@ def _reference_limits(o: Any, analyte: Analyte) -> tuple[float | None, float | N
     return uln, lln
 
 
-def lab_values(record: PatientRecord, analyte: Analyte, as_of: date, window_days: int) -> list[LabValue]:
-    """Usable results of `analyte` in [as_of - window, as_of], most recent first."""
+def lab_values(
+    record: PatientRecord,
+    analyte: Analyte,
+    as_of: date,
+    window_days: int,
+    candidates: list[Any] | None = None,
+) -> list[LabValue]:
+    """Usable results of `analyte` in [as_of - window, as_of], most recent first.
+
+    `candidates`: a subset of the record's Observations, in record order, that holds every one
+    matching the analyte's codes (an index lookup); default: all of them.
+    """
     start = as_of - timedelta(days=window_days)
     out: list[LabValue] = []
-    for o in record.of("Observation"):
+    for o in record.of("Observation") if candidates is None else candidates:
         if o.status not in _OBS_USABLE:
             continue
         if analyte.codes.match(o.code) is None:

@@ -82,6 +82,9 @@ def _patient_ref_matches(raw: Mapping[str, Any], rtype: str, patient_id: str) ->
     if not isinstance(ref, str):
         return False
     # Accept "Patient/x", absolute ".../Patient/x", and "Patient/x/_history/1".
+    target = "Patient/" + patient_id
+    if ref == target or ref.endswith("/" + target):
+        return True
     parts = ref.split("/")
     return any(parts[i] == "Patient" and parts[i + 1] == patient_id for i in range(len(parts) - 1))
 

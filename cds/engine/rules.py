@@ -62,9 +62,33 @@ class Context:
     def labs(self, analyte: Analyte, window_days: int) -> list[LabValue]:
         result: list[LabValue] = self.cached(
             ("lab", analyte.name, window_days),
-            lambda: facts.lab_values(self.record, analyte, self.as_of, window_days),
+            lambda: facts.lab_values(
+                self.record, analyte, self.as_of, window_days, candidates=self.observations(analyte.codes)
+            ),
         )
         return result
+
+    def observations(self, vs: ValueSet) -> list[Any]:
+        """The record's Observations whose code may match `vs`, in record order.
+
+        A value set of plain codes is answered from an index of the record's codings built once
+        per context (so many analytes cost one pass over the record, not one pass each); a value
+        set with prefixes or a text pattern gets a full scan. Callers still match each candidate.
+        """
+        if vs.prefixes or vs.text is not None:
+            return self.record.of("Observation")
+        index: dict[tuple[str, str], list[int]] = self.cached("obs-index", self._observation_index)
+        hits = sorted({i for code in vs.codes for i in index.get(code, ())})
+        observations = self.record.of("Observation")
+        return [observations[i] for i in hits]
+
+    def _observation_index(self) -> dict[tuple[str, str], list[int]]:
+        index: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, o in enumerate(self.record.of("Observation")):
+            for c in (o.code.coding if o.code is not None else None) or []:
+                if c.system and c.code:
+                    index[(c.system, c.code)].append(i)
+        return index
 
     def conditions(self, vs: ValueSet) -> list[ConditionFact]:
         result: list[ConditionFact] = self.cached(
@@ -73,7 +97,11 @@ class Context:
         return result
 
     def med_list_current(self) -> tuple[bool, Evidence]:
-        """Is the medication list recent enough to infer 'not taking' from absence?"""
+        """Is the medication list recent enough to infer 'not taking' from absence? (once per context)"""
+        result: tuple[bool, Evidence] = self.cached("med-list-current", self._med_list_current)
+        return result
+
+    def _med_list_current(self) -> tuple[bool, Evidence]:
         if not self.record.has_searched_any(*MEDICATION_TYPES):
             return False, Evidence("MedicationStatement/MedicationRequest", "medication data not available")
         cutoff = self.as_of - timedelta(days=self.policy.med_list_recent_days)

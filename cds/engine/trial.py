@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import traceback
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from cds.engine.definition import Analyte, Policy, ValueSet
 from cds.engine.model import CriterionResult, Evidence, Kind, Report, Status
 from cds.engine.record import PatientRecord, build_record
 from cds.engine.rules import Context, Outcome, Rule
+from cds.engine.timeutil import span
 
 log = logging.getLogger("cds.engine")
 
@@ -55,7 +57,7 @@ class Trial:
         return dataclasses.replace(self, policy=dataclasses.replace(self.policy, **changes))
 
     def observation_is_relevant(self, raw: Mapping[str, Any]) -> bool:
-        """Cheap pre-filter on raw JSON: could any criterion read this Observation?"""
+        """Cheap pre-filter on raw JSON: could any criterion read this Observation (by its code)?"""
         code = raw.get("code")
         if not isinstance(code, Mapping):
             return True  # let validation report it
@@ -70,15 +72,38 @@ class Trial:
                     texts.append(d if isinstance(d, str) else None)
         t = code.get("text")
         texts.append(t if isinstance(t, str) else None)
-        known = self._relevant_codes()
+        known = self._relevant_codes
         if any(p in known for p in pairs):
             return True
-        local = ValueSet.of("local", self.policy.sledai_local_codes)
-        if local.match_codings(pairs) is not None:
+        if self._sledai_local.match_codings(pairs) is not None:
             return True
         if self.extra_observation_codes.match_text(texts) is not None:
             return True
         return any(a.codes.text is not None and a.codes.match_text(texts) is not None for a in self.analytes)
+
+    def observation_cutoff(self, as_of: date) -> date:
+        """The first day any criterion reads Observations from (`Policy.observation_lookback_days`)."""
+        return as_of - timedelta(days=self.policy.observation_lookback_days)
+
+    def observation_in_reach(self, raw: Mapping[str, Any], as_of: date) -> bool:
+        """Cheap pre-filter on raw JSON: False only when the Observation is certainly dated before
+        the first day any criterion reads (`observation_cutoff`). Undated Observations and dates
+        that do not parse are kept (validation decides)."""
+        cutoff = self.observation_cutoff(as_of)
+        return _dated_on_or_after(raw, cutoff, cutoff.isoformat())
+
+    def keep(self, as_of: date) -> Callable[[str, Mapping[str, Any]], bool]:
+        """The raw pre-filter `evaluate` passes to `build_record`: only the Observations the
+        criteria can read (by date on `as_of`, then by code); every other resource is kept."""
+        cutoff = self.observation_cutoff(as_of)
+        cutoff_text = cutoff.isoformat()
+
+        def keep(rtype: str, raw: Mapping[str, Any]) -> bool:
+            if rtype != "Observation":
+                return True
+            return _dated_on_or_after(raw, cutoff, cutoff_text) and self.observation_is_relevant(raw)
+
+        return keep
 
     def not_applicable(self, conditions: Iterable[Mapping[str, Any]]) -> bool:
         """True when no usable Condition carries an applicability code (raw JSON, no model building).
@@ -109,8 +134,13 @@ class Trial:
                 return False
         return True
 
+    @functools.cached_property
     def _relevant_codes(self) -> frozenset[tuple[str | None, str | None]]:
         return frozenset(self.observation_codes)
+
+    @functools.cached_property
+    def _sledai_local(self) -> ValueSet:
+        return ValueSet.of("local", self.policy.sledai_local_codes)
 
     def evaluate_record(self, record: PatientRecord, as_of: date, incomplete: Collection[str] = ()) -> Report:
         ctx = Context(record=record, as_of=as_of, policy=self.policy)
@@ -146,13 +176,42 @@ class Trial:
         searched: Collection[str] | None = None,
         incomplete: Collection[str] = (),
     ) -> Report:
-        def keep(rtype: str, raw: Mapping[str, Any]) -> bool:
-            return rtype != "Observation" or self.observation_is_relevant(raw)
-
-        record = build_record(resources, patient_id=patient_id, searched=searched, keep=keep)
+        record = build_record(resources, patient_id=patient_id, searched=searched, keep=self.keep(as_of))
         if incomplete:
             record.searched = record.searched - frozenset(incomplete)
         return self.evaluate_record(record, as_of, incomplete)
+
+
+def _dated_on_or_after(raw: Mapping[str, Any], cutoff: date, cutoff_text: str) -> bool:
+    """False only when the raw Observation's date (as `cds.engine.facts._obs_date` reads it from
+    the model: effective[x], else issued; the latest day of a partial date) is before `cutoff`."""
+    value = _raw_observation_date(raw)
+    if value is None:
+        return True
+    # Fast path: a full date or dateTime compares as text ("2026-10-20T08:40:00-05:00" is on the
+    # 2026-10-20 of its own time zone, as the engine reads it); anything else goes through `span`.
+    day = value[:10]
+    if len(day) == 10 and day[4] == day[7] == "-" and (day[:4] + day[5:7] + day[8:]).isdigit():
+        return day >= cutoff_text
+    s = span(value)
+    return s is None or s.latest >= cutoff
+
+
+def _raw_observation_date(raw: Mapping[str, Any]) -> str | None:
+    """The raw date text `_obs_date` would read, or None when there is none or it is not a string."""
+    value = raw.get("effectiveDateTime")
+    if value is None:
+        value = raw.get("effectiveInstant")
+    if value is None and "effectivePeriod" in raw:
+        period = raw.get("effectivePeriod")
+        if not isinstance(period, Mapping):
+            return None
+        value = period.get("end")
+        if value is None:
+            value = period.get("start")
+    elif value is None:
+        value = raw.get("issued")
+    return value if isinstance(value, str) else None
 
 
 def _raw_codes(concept: Any) -> set[str]:

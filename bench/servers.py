@@ -1,0 +1,104 @@
+"""Start and stop the benchmarked apps as uvicorn subprocesses on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from bench.serve import REPO
+from cds.sandbox import free_port
+
+SERVICE_ID = "nct04582136-prescreen"
+
+
+class AppProcess:
+    """``with AppProcess("service", patches=[...]) as app: app.hook_url`` (a separate process, so
+    the load generator never shares the server's event loop or GIL)."""
+
+    def __init__(
+        self,
+        kind: str,
+        patches: tuple[str, ...] = (),
+        *,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.kind = kind
+        self.workers = workers
+        self.patches = patches
+        self.env = env or {}
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.hook_url = f"{self.base}/cds-services/{SERVICE_ID}"
+        name = f"{kind}-{'+'.join(patches) or 'plain'}" + (f"-{workers}w" if workers > 1 else "")
+        self.log_path = (log_dir or REPO / "bench" / "out" / "logs") / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> AppProcess:
+        cmd = [sys.executable, "-m", "bench.serve", self.kind, "--port", str(self.port), "--workers", str(self.workers)]
+        for p in self.patches:
+            cmd += ["--patch", p]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self._proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1.0, trust_env=False).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not start within {timeout:.0f} s; see {self.log_path}")
+
+    def hook_log(self, since: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The service's own "hook call" log records written after byte offset `since`, and the new
+        offset (the service logs fetchMs / evaluateMs / totalMs per call)."""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return [], since
+        rows = []
+        for line in data[since:].splitlines():
+            if line.startswith(b"{") and b'"hook call"' in line:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+        return rows, len(data)
+
+    def fhir_requests(self) -> int:
+        r = httpx.get(f"{self.base}/bench/stats", timeout=5.0, trust_env=False)
+        return int(r.json()["fhirRequests"])
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def __enter__(self) -> AppProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
