@@ -134,6 +134,28 @@ class Trial:
                 return False
         return True
 
+    def certainly_excluded_without_evaluation(
+        self,
+        resources: Iterable[Mapping[str, Any]],
+        *,
+        patient_id: str,
+        searched: Collection[str],
+        incomplete: Collection[str] = (),
+    ) -> bool:
+        """The fast path for the common patient-view: True only when the full evaluation would
+        certainly find the patient `excluded` on completely read, valid Condition data (no
+        applicability code at all), so nothing else needs to be validated or evaluated.
+
+        Conservative: Conditions must have been searched and read completely, and every Condition
+        record must be valid and about this patient (otherwise the full path reports the issue).
+        """
+        if "Condition" not in searched or "Condition" in incomplete:
+            return False
+        conditions = [r for r in resources if isinstance(r, Mapping) and r.get("resourceType") == "Condition"]
+        if not self.not_applicable(conditions):
+            return False
+        return not build_record(conditions, patient_id=patient_id, searched=("Condition",)).issues
+
     @functools.cached_property
     def _relevant_codes(self) -> frozenset[tuple[str | None, str | None]]:
         return frozenset(self.observation_codes)

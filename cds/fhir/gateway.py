@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from fhirpy import AsyncFHIRClient
-from fhirpy.base.utils import AttrDict, parse_pagination_url
+from fhirpy.base.utils import parse_pagination_url
 
 from cds.errors import FhirServerError, FhirServerNotAllowed
 from cds.fhir.safejson import DEFAULT_MAX_DEPTH, JsonRejected, loads_bounded
@@ -85,7 +85,10 @@ class SearchResult:
 
 
 def plain(value: Any) -> Any:
-    """A deep copy of fhirpy's AttrDict/resource/reference objects as plain dicts and lists."""
+    """fhirpy's AttrDict/resource/reference objects as plain dicts and lists (deep copy); JSON that is
+    already plain (a `dict` decoded by us, or sent as prefetch) is returned as it is, not copied."""
+    if type(value) is dict:
+        return value
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -156,7 +159,7 @@ def _decode(content: bytes, max_depth: int) -> Any:
     if not content.strip():
         return None
     try:
-        return loads_bounded(content, max_depth=max_depth, object_hook=AttrDict)
+        return loads_bounded(content, max_depth=max_depth)  # plain dicts: nothing to copy later
     except JsonRejected as exc:
         raise FhirServerError(f"the FHIR server sent a body that is not acceptable JSON ({exc})") from None
 

@@ -168,6 +168,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         if cds_request.hook != HOOK:
             raise InvalidRequest(f"this service answers the {HOOK} hook only")
         fetch = _fetching(state, cds_request)  # before anything is fetched
+        as_of = settings.as_of or date.today()
 
         data = await gather_data(
             cds_request,
@@ -177,6 +178,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             require_all=settings.require_all_data,
             fetch=fetch,
             log_record=record,
+            since=state.trial.observation_cutoff(as_of),
         )
         fetched = time.perf_counter()
         record["sources"] = data.sources()
@@ -184,13 +186,23 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         if data.incomplete:
             record["incomplete"] = list(data.incomplete)
 
-        as_of = settings.as_of or date.today()
+        patient_id = cds_request.context.patientId
+        if not settings.show_excluded_card and state.trial.certainly_excluded_without_evaluation(
+            data.resources, patient_id=patient_id, searched=data.searched, incomplete=data.incomplete
+        ):
+            # Most charts opened are not lupus patients: no lupus code on complete, valid Condition
+            # data means `excluded` for certain, and an excluded patient gets no card.
+            record.update(
+                status=200, outcome="no-card", verdict="excluded", cards=0, fastPath=True,
+                fetchMs=round((fetched - started) * 1000, 1),
+            )  # fmt: skip
+            return JSONResponse(CdsResponse(cards=[]).to_json())
         # The engine is CPU-bound (model validation, unit conversion): keep it off the event loop.
         report = await run_in_threadpool(
             partial(
                 state.evaluator,
                 data.resources,
-                patient_id=cds_request.context.patientId,
+                patient_id=patient_id,
                 as_of=as_of,
                 searched=data.searched,
                 incomplete=data.incomplete,

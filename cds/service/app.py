@@ -11,6 +11,7 @@ any server). Tests inject a fake engine (``evaluator``), a trial, an httpx ``fhi
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -138,8 +139,15 @@ def serve(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None =
     import uvicorn
 
     settings = settings or Settings()
+    app = create_app(settings)
+    units.preload()
+    # The process serves only this app: long-lived start-up objects (modules, FHIR model schemas,
+    # the UCUM registry) leave the collector's generations, so collections during hook calls stay
+    # short (p99). Not done in create_app: tests and the demo build many apps in one process.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

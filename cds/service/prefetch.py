@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal, Protocol
 
 from cds.errors import DataUnavailable, FhirServerError
@@ -98,6 +99,9 @@ class PrefetchQuery:
     resource_type: str
     params: tuple[tuple[str, str], ...] = ()  # search parameters; values may hold PATIENT_TOKEN
     read: bool = False  # instance read `Type/{{context.patientId}}`
+    # Date search parameter that bounds the FHIR fallback search from below (`ge<since>`). Only the
+    # fallback uses it: CDS Hooks 2.0 prefetch templates cannot carry a date.
+    since_param: str | None = None
 
     @property
     def required(self) -> bool:
@@ -109,8 +113,11 @@ class PrefetchQuery:
         query = "&".join(f"{name}={value}" for name, value in self.params)
         return f"{self.resource_type}?{query}"
 
-    def search_params(self, patient_id: str) -> dict[str, str]:
-        return {name: value.replace(PATIENT_TOKEN, patient_id) for name, value in self.params}
+    def search_params(self, patient_id: str, since: date | None = None) -> dict[str, str]:
+        params = {name: value.replace(PATIENT_TOKEN, patient_id) for name, value in self.params}
+        if since is not None and self.since_param is not None:
+            params[self.since_param] = f"ge{since.isoformat()}"
+        return params
 
 
 def build_queries(observation_codes: Iterable[tuple[str, str]]) -> tuple[PrefetchQuery, ...]:
@@ -129,7 +136,7 @@ def build_queries(observation_codes: Iterable[tuple[str, str]]) -> tuple[Prefetc
     return (
         PrefetchQuery("patient", "Patient", read=True),
         PrefetchQuery("conditions", "Condition", patient),
-        PrefetchQuery("observations", "Observation", observation_params),
+        PrefetchQuery("observations", "Observation", observation_params, since_param="date"),
         PrefetchQuery("medicationStatements", "MedicationStatement", patient),
         PrefetchQuery("medicationRequests", "MedicationRequest", patient),
         PrefetchQuery("medicationAdministrations", "MedicationAdministration", patient),
@@ -231,12 +238,13 @@ async def _from_prefetch(
 
 
 async def _from_fhir(
-    query: PrefetchQuery, patient_id: str, gateway: FhirGateway, client: PooledFHIRClient
+    query: PrefetchQuery, patient_id: str, gateway: FhirGateway, client: PooledFHIRClient, since: date | None
 ) -> QueryOutcome:
     if query.read:
         resource = await gateway.read(client, query.resource_type, patient_id)
         return QueryOutcome(query, "fhir", [resource])
-    found: SearchResult = await gateway.search(client, query.resource_type, query.search_params(patient_id))
+    params = query.search_params(patient_id, since)
+    found: SearchResult = await gateway.search(client, query.resource_type, params)
     if found.malformed:
         raise FhirServerError(f"the FHIR server returned malformed {query.resource_type} search entries")
     return QueryOutcome(query, "fhir", found.resources, truncated=found.truncated)
@@ -248,6 +256,7 @@ async def _obtain(
     gateway: FhirGateway,
     client: PooledFHIRClient | None,
     unavailable: str,
+    since: date | None,
 ) -> QueryOutcome:
     patient_id = request.context.patientId
     prefetch = request.prefetch or {}
@@ -262,7 +271,7 @@ async def _obtain(
         if client is None:
             problem = unavailable if rejected is None else f"the prefetched data was not usable ({rejected})"
             return QueryOutcome(query, "none", ok=False, problem=problem, prefetch_rejected=rejected)
-        outcome = await _from_fhir(query, patient_id, gateway, client)
+        outcome = await _from_fhir(query, patient_id, gateway, client, since)
         outcome.prefetch_rejected = rejected
         wrong = misfit(query, outcome.resources, patient_id)
         if wrong is not None:
@@ -279,10 +288,11 @@ async def _obtain_by(
     gateway: FhirGateway,
     client: PooledFHIRClient | None,
     unavailable: str,
+    since: date | None,
 ) -> QueryOutcome:
     try:
         async with asyncio.timeout_at(deadline):
-            return await _obtain(query, request, gateway, client, unavailable)
+            return await _obtain(query, request, gateway, client, unavailable, since)
     except TimeoutError:
         return QueryOutcome(
             query, "fhir", ok=False, problem="FHIR reads did not finish within the deadline", fhir_error=True
@@ -298,6 +308,7 @@ async def gather_data(
     require_all: bool = False,
     fetch: bool = True,
     log_record: dict[str, Any] | None = None,
+    since: date | None = None,
 ) -> GatheredData:
     """Obtain the data for every query (prefetch first, FHIR fallback, in parallel).
 
@@ -305,6 +316,8 @@ async def gather_data(
     gateway refuses a ``fhirServer`` off its allow-list (`FhirServerNotAllowed`, 400) before any
     connection. Raises `FhirServerError` / `DataUnavailable` (412) when required data cannot be
     obtained. `log_record` receives ``prefetchRejected`` (key -> reason code) even then.
+    `since`: the first day the engine reads dated data from (queries with a `since_param` fetch
+    nothing older from the FHIR server; prefetched data is used as sent).
     """
     client: PooledFHIRClient | None = None
     unavailable = FETCHING_DISABLED if request.fhirServer and not fetch else NO_FHIR_SERVER
@@ -312,7 +325,9 @@ async def gather_data(
         client = gateway.client(request.fhirServer, request.access_token)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_seconds
-    outcomes = await asyncio.gather(*(_obtain_by(deadline, q, request, gateway, client, unavailable) for q in queries))
+    outcomes = await asyncio.gather(
+        *(_obtain_by(deadline, q, request, gateway, client, unavailable, since) for q in queries)
+    )
 
     if log_record is not None:
         rejected = {o.query.key: o.prefetch_rejected for o in outcomes if o.prefetch_rejected}

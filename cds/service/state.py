@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -24,6 +24,17 @@ HOOK = "patient-view"
 class ServiceTrial(TrialLike, Protocol):
     @property
     def observation_codes(self) -> Sequence[tuple[str, str]]: ...
+
+    def observation_cutoff(self, as_of: date) -> date: ...
+
+    def certainly_excluded_without_evaluation(
+        self,
+        resources: Iterable[Mapping[str, Any]],
+        *,
+        patient_id: str,
+        searched: Collection[str],
+        incomplete: Collection[str] = (),
+    ) -> bool: ...
 
 
 class Evaluator(Protocol):

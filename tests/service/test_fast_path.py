@@ -1,0 +1,102 @@
+"""The not-applicable fast path and the dated Observation fallback search change speed, not answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from service_helpers import FHIR, SERVICE
+
+from cds.config import Settings
+from cds.service.demo import build_request, load_bundle
+from cds.service.state import default_evaluator
+from cds.trials.nct04582136 import TRIAL
+
+PATIENTS = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
+EXPECTED = json.loads((PATIENTS.parent / "expected.json").read_text(encoding="utf-8"))
+
+
+class CountingEvaluator:
+    def __init__(self) -> None:
+        self.inner = default_evaluator()
+        self.calls = 0
+
+    def __call__(self, resources: list[dict[str, Any]], **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.inner(resources, **kwargs)
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("pid", sorted(EXPECTED))
+async def test_fast_path_gives_the_same_answer_as_full_evaluation(
+    make_client: Any, settings: Settings, pid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = build_request(load_bundle(PATIENTS / f"{pid}.json"), fhir_server=None)
+    fast = CountingEvaluator()
+    async with make_client(settings, evaluator=fast) as client:
+        with_fast_path = await client.post(SERVICE, json=request)
+    monkeypatch.setattr(type(TRIAL), "certainly_excluded_without_evaluation", lambda *a, **k: False)
+    slow = CountingEvaluator()
+    async with make_client(settings, evaluator=slow) as client:
+        without = await client.post(SERVICE, json=request)
+    assert with_fast_path.status_code == without.status_code == 200
+    assert _strip(with_fast_path.json()) == _strip(without.json())
+    assert slow.calls == 1
+    if fast.calls == 0:  # the fast path was taken: only ever for patients without any lupus code
+        assert EXPECTED[pid]["verdict"] == "excluded"
+        assert with_fast_path.json() == {"cards": []}
+
+
+async def test_non_lupus_patient_skips_the_engine(make_client: Any, settings: Settings) -> None:
+    request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=None)
+    counting = CountingEvaluator()
+    async with make_client(settings, evaluator=counting) as client:
+        response = await client.post(SERVICE, json=request)
+    assert response.json() == {"cards": []}
+    assert counting.calls == 0
+
+
+async def test_an_invalid_condition_never_takes_the_fast_path(make_client: Any, settings: Settings) -> None:
+    request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=None)
+    conditions = request["prefetch"]["conditions"]["entry"]
+    conditions[0]["resource"]["onsetDateTime"] = "not a date"
+    counting = CountingEvaluator()
+    async with make_client(settings, evaluator=counting) as client:
+        await client.post(SERVICE, json=request)
+    assert counting.calls == 1
+
+
+async def test_fallback_observation_search_is_bounded_by_the_lookback(
+    make_client: Any, settings: Settings, respx_mock: respx.MockRouter
+) -> None:
+    request = build_request(load_bundle(PATIENTS / "base-candidate.json"), fhir_server=FHIR)
+    bundle = request["prefetch"].pop("observations")
+    seen: list[httpx.URL] = []
+
+    def observations(req: httpx.Request) -> httpx.Response:
+        seen.append(req.url)
+        return httpx.Response(200, json=bundle)
+
+    respx_mock.get(f"{FHIR}/Observation").mock(side_effect=observations)
+    async with make_client(settings, evaluator=default_evaluator()) as client:
+        response = await client.post(SERVICE, json=request)
+    assert response.status_code == 200
+    (url,) = seen
+    cutoff = TRIAL.observation_cutoff(settings.as_of)
+    assert url.params["date"] == f"ge{cutoff.isoformat()}"
+    assert url.params["patient"] == "base-candidate"
+    # the advertised prefetch template carries no date (CDS Hooks 2.0 tokens cannot express one)
+    async with make_client(settings) as client:
+        discovery = (await client.get("/cds-services")).json()
+    assert "date=" not in discovery["services"][0]["prefetch"]["observations"]
