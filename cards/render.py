@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from cards.codes import OVERRIDE_REASONS, REPORT_EXTENSION_KEY, TOPIC
 from cards.markdown import escape, table
@@ -253,6 +254,20 @@ def _links(trial: TrialLike) -> list[Link]:
     return [Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")]
 
 
+def _card(report: Report, trial: TrialLike, new_uuid: UuidFactory, **extra: Any) -> Card:
+    """The fields every card of ours has: summary, detail, source, link and the full report."""
+    return Card(
+        uuid=new_uuid(),
+        summary=summary_text(report, trial),
+        detail=detail_markdown(report, trial),
+        indicator="info",
+        source=_source(trial),
+        links=_links(trial),
+        extension={REPORT_EXTENSION_KEY: report.to_json()},
+        **extra,
+    )
+
+
 def candidate_card(report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid) -> Card:
     referral = Suggestion(
         label=f"Refer to the {trial.id} study team",
@@ -266,30 +281,18 @@ def candidate_card(report: Report, trial: TrialLike, *, new_uuid: UuidFactory = 
             )
         ],
     )
-    return Card(
-        uuid=new_uuid(),
-        summary=summary_text(report, trial),
-        detail=detail_markdown(report, trial),
-        indicator="info",
-        source=_source(trial),
+    return _card(
+        report,
+        trial,
+        new_uuid,
         suggestions=[referral],
         selectionBehavior="any",
         overrideReasons=list(OVERRIDE_REASONS),
-        links=_links(trial),
-        extension={REPORT_EXTENSION_KEY: report.to_json()},
     )
 
 
 def excluded_card(report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid) -> Card:
-    return Card(
-        uuid=new_uuid(),
-        summary=summary_text(report, trial),
-        detail=detail_markdown(report, trial),
-        indicator="info",
-        source=_source(trial),
-        links=_links(trial),
-        extension={REPORT_EXTENSION_KEY: report.to_json()},
-    )
+    return _card(report, trial, new_uuid)
 
 
 def render_cards(

@@ -31,8 +31,8 @@ READ_TYPES: tuple[str, ...] = (
 AUX_TYPES: tuple[str, ...] = ("Medication",)
 MEDICATION_TYPES = frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"})
 
-# Where each resource type points at its patient.
-_SUBJECT_FIELD = {
+# Where each resource type points at its patient (also used to check prefetch).
+SUBJECT_FIELD = {
     "Condition": "subject",
     "Observation": "subject",
     "MedicationStatement": "subject",
@@ -72,7 +72,7 @@ def _ref_of(raw: Mapping[str, Any]) -> str:
 
 
 def _patient_ref_matches(raw: Mapping[str, Any], rtype: str, patient_id: str) -> bool:
-    key = _SUBJECT_FIELD.get(rtype)
+    key = SUBJECT_FIELD.get(rtype)
     if key is None:
         return True
     subj = raw.get(key)

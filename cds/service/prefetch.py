@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
 
+from cds.engine.record import MEDICATION_TYPES, SUBJECT_FIELD
 from cds.errors import DataUnavailable, FhirServerError
 from cds.fhir.gateway import (
     FhirGateway,
@@ -68,20 +69,9 @@ from cds.service.models import CdsRequest
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105  (a template token, not a secret)
 REQUIRED_TYPES = frozenset({"Patient", "Condition"})
-MEDICATION_TYPES = frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"})
 NO_FHIR_SERVER = "not prefetched and no fhirServer to fetch it from"
 FETCHING_DISABLED = "not prefetched, and this service is not configured to fetch from FHIR servers"
 
-# Where each searched resource type points at its patient.
-_SUBJECT_FIELD = {
-    "Condition": "subject",
-    "Observation": "subject",
-    "MedicationStatement": "subject",
-    "MedicationRequest": "subject",
-    "MedicationAdministration": "subject",
-    "Procedure": "subject",
-    "AllergyIntolerance": "patient",
-}
 
 Source = Literal["prefetch", "fhir", "prefetch+fhir", "none"]
 
@@ -184,7 +174,7 @@ def _unwrap(value: Any) -> Any:
 
 
 def _about_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
-    key = _SUBJECT_FIELD.get(str(resource.get("resourceType")))
+    key = SUBJECT_FIELD.get(str(resource.get("resourceType")))
     if key is None:
         return True
     subject = resource.get(key)

@@ -11,6 +11,7 @@ import httpx
 
 from cds.config import Settings
 from cds.service.app import create_app
+from cds.service.prefetch import build_queries
 
 FHIR = "https://ehr.test/fhir"
 PID = "pat-Zq81x"
@@ -18,15 +19,7 @@ TOKEN = "fhir-access-tok-9f31c"
 AS_OF = date(2026, 11, 1)
 SERVICE = "/cds-services/nct04582136-prescreen"
 SNOMED = "http://snomed.info/sct"
-SEARCH_KEYS = {
-    "conditions": "Condition",
-    "observations": "Observation",
-    "medicationStatements": "MedicationStatement",
-    "medicationRequests": "MedicationRequest",
-    "medicationAdministrations": "MedicationAdministration",
-    "procedures": "Procedure",
-    "allergies": "AllergyIntolerance",
-}
+SEARCH_KEYS = {q.key: q.resource_type for q in build_queries(()) if not q.read}  # prefetch key -> type
 
 
 def patient(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 
 from cds.engine import evaluate
 from cds.engine.model import Report
+from cds.engine.record import READ_TYPES
+from cds.service.prefetch import build_queries
 
 FHIR = "http://fhir.test/fhir"
 PID = "pat-7f3a9"
@@ -16,25 +18,8 @@ AS_OF = date(2026, 11, 1)
 SERVICE = "/cds-services/nct04582136-prescreen"
 
 SNOMED = "http://snomed.info/sct"
-ENGINE_TYPES = (
-    "Patient",
-    "Condition",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "Procedure",
-    "AllergyIntolerance",
-)
-SEARCH_KEYS = {
-    "conditions": "Condition",
-    "observations": "Observation",
-    "medicationStatements": "MedicationStatement",
-    "medicationRequests": "MedicationRequest",
-    "medicationAdministrations": "MedicationAdministration",
-    "procedures": "Procedure",
-    "allergies": "AllergyIntolerance",
-}
+ENGINE_TYPES = READ_TYPES
+SEARCH_KEYS = {q.key: q.resource_type for q in build_queries(()) if not q.read}  # prefetch key -> type
 
 
 def patient(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:
