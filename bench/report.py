@@ -34,19 +34,144 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"id": tid, "target": text, "variant": variant, "value": value, "unit": unit, "met": ok})
 
     pre = report.get("prefetch", {})
-    for variant in ("service", "service+changes"):
-        add("prefetch-typical-ratio", variant, _get(pre, "ratios", variant, "typical", "p50"))
-        add("prefetch-nonlupus-ratio", variant, _get(pre, "ratios", variant, "non-lupus", "p50"))
-        add("prefetch-typical-p95", variant, _get(pre, "results", variant, "typical", "p95_ms"), "ms")
+    add("prefetch-typical-ratio", "service", _get(pre, "ratios", "service", "typical", "p50"))
+    add("prefetch-nonlupus-ratio", "service", _get(pre, "ratios", "service", "non-lupus", "p50"))
+    add("prefetch-typical-p95", "service", _get(pre, "results", "service", "typical", "p95_ms"), "ms")
     fetch = report.get("fetch", {})
-    add("fetch-ratio", "service (template queries)", _get(fetch, "ratios", "service", "typical", "p50"))
-    add("fetch-ratio", "service+changes (narrowed queries)", _get(fetch, "ratios", "service+changes", "typical", "p50"))
+    add("fetch-ratio", "service", _get(fetch, "ratios", "service", "typical", "p50"))
     add("fetch-typical-p95", "service", _get(fetch, "results", "service", "typical", "p95_ms"), "ms")
-    add("fetch-typical-p95", "service+changes", _get(fetch, "results", "service+changes", "typical", "p95_ms"), "ms")
     for shape in ("history", "dense"):
         exponent = _get(report, "scaling", "shapes", shape, "fit", "loglog_exponent")
         add("scaling-linear", f"engine, {shape}", exponent, "")
     return rows
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) else None
+
+
+_NOISE = (
+    " (more than with authentication: the variants run one after the other in separate processes, so machine"
+    " noise of this size shows; the JWT check itself is measured in process below)"
+)
+
+
+def missed_notes(report: dict[str, Any]) -> list[str]:
+    """For every missed target: why (from this run's figures), and what meeting it would take."""
+    missed = {t["id"]: t for t in targets(report) if t["met"] is False}
+    notes: list[str] = []
+    pre = report.get("prefetch") or {}
+    comp = report.get("components") or {}
+    jwt = _num(_get(report, "auth", "verify_ms_median"))
+
+    def p50(variant: str, record: str) -> float | None:
+        return _num(_get(pre, "results", variant, record, "p50_ms"))
+
+    def step(record: str, key: str) -> float | None:
+        return _num(_get(comp, record, key))
+
+    def extra_decode(record: str) -> float | None:
+        bounded, plain_loads = step(record, "safejson.loads_bounded"), step(record, "json.loads")
+        return None if bounded is None or plain_loads is None else bounded - plain_loads
+
+    def f(v: float | None, unit: str = " ms") -> str:
+        return "?" if v is None else (f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}")
+
+    def listed(parts: list[tuple[str, float | None]]) -> str:
+        return ", ".join(f"{name} {f(v)}" for name, v in parts if v is None or v >= 0.05)
+
+    floor_t, svc_t, noauth_t = p50("floor", "typical"), p50("service", "typical"), p50("service, no auth", "typical")
+    if "prefetch-typical-ratio" in missed and floor_t and svc_t:
+        side = _get(pre, "server_side_median_ms", "service", "typical") or {}
+        parts = [
+            ("engine", step("typical", "engine")),
+            ("bounded JSON decode beyond json.loads", extra_decode("typical")),
+            ("card + JSON", step("typical", "cards+json")),
+            ("JWT check", jwt),
+        ]
+        known = sum(v for _, v in parts if v is not None)
+        notes.append(
+            f"**prefetch, typical <= 2x floor**: {f(svc_t)} against a budget of {f(2 * floor_t)} (2x the floor's "
+            f"{f(floor_t)}); {f(noauth_t)} without authentication"
+            + (_NOISE if noauth_t and noauth_t > svc_t else "")
+            + ". The service's own log puts its work at "
+            f"{f(_num(side.get('totalMs')))} (body and prefetch {f(_num(side.get('fetchMs')))}, engine "
+            f"{f(_num(side.get('evaluateMs')))}); measured in process on this record, the steps the floor does not "
+            f"do take {f(known)}: {listed(parts)}, so the budget is spent twice over before any HTTP or framework "
+            "cost. Most of the engine's time is `fhir.resources` validation of the resources the criteria read. "
+            "Meeting 2x would take an engine that reads raw JSON (or light models) instead of validating "
+            "`fhir.resources` models at the boundary, or a cache of validated resources across calls (by content "
+            "hash); a bounded decoder close to `json.loads` speed (`cds/fhir/safejson.py`); and a cheaper card "
+            "renderer. The absolute figure is far inside a clinical budget."
+        )
+    floor_n, svc_n, noauth_n = (
+        p50("floor", "non-lupus"),
+        p50("service", "non-lupus"),
+        p50("service, no auth", "non-lupus"),
+    )
+    if "prefetch-nonlupus-ratio" in missed and floor_n and svc_n:
+        side = _get(pre, "server_side_median_ms", "service", "non-lupus") or {}
+        parts = [
+            ("JWT check", jwt),
+            ("bounded JSON decode beyond json.loads", extra_decode("non-lupus")),
+            ("fast-path check (the Conditions validated)", step("non-lupus", "fast_path_check")),
+        ]
+        notes.append(
+            f"**prefetch, non-lupus <= 1.2x floor**: {f(svc_n)} against a budget of {f(1.2 * floor_n)} (1.2x the "
+            f"floor's {f(floor_n)}); without authentication {f(noauth_n)}"
+            + (f" ({noauth_n / floor_n:.1f}x; the JWT path costs {f(svc_n - noauth_n)} end to end)" if noauth_n else "")
+            + (_NOISE if noauth_n and noauth_n > svc_n else "")
+            + f". The engine does not run (fast path on {_share(side.get('fastPath'))} of calls; the service's own "
+            f"median totalMs is {f(_num(side.get('totalMs')))}). What remains is work the floor does not do: "
+            + listed(parts)
+            + ", the request model and prefetch checks, the CORS middleware, the auth dependency and the request "
+            f"log line. 1.2x leaves {f(0.2 * floor_n)} for all of it: it cannot be met while the service "
+            "authenticates the EHR and bounds its input; a bounded decoder at `json.loads` speed would narrow the "
+            "gap, not close it."
+        )
+    if "prefetch-typical-p95" in missed:
+        r = _get(pre, "results", "service", "typical") or {}
+        notes.append(
+            f"**prefetch, typical p95 < 100 ms**: p95 {f(_num(r.get('p95_ms')))}, p99 {f(_num(r.get('p99_ms')))}, "
+            f"p50 {f(_num(r.get('p50_ms')))}: the tail, not the typical call. Check the load average of the run "
+            f"({report.get('loadavg_at_start')} at start) and rerun on a quiet machine before changing code."
+        )
+    fetch = report.get("fetch") or {}
+    fr = _get(fetch, "results", "service", "typical") or {}
+    ff = _get(fetch, "results", "floor", "typical") or {}
+    if "fetch-ratio" in missed and fr and ff:
+        side = _get(fetch, "server_side_median_ms", "typical") or {}
+        svc, flo = float(fr["p50_ms"]), float(ff["p50_ms"])
+        fetch_ms, eval_ms, total_ms = (_num(side.get(k)) for k in ("fetchMs", "evaluateMs", "totalMs"))
+        card_ms = total_ms - fetch_ms - eval_ms if None not in (fetch_ms, eval_ms, total_ms) else None  # type: ignore[operator]
+        notes.append(
+            f"**fetch <= 1.25x direct-query floor**: {f(svc)} against {f(flo)}, {f(svc - flo)} more; 1.25x allows "
+            f"{f(0.25 * flo)}. The service's FHIR phase (its fetchMs, the same "
+            f"{_get(fr, 'fhir_requests_per_hook')} requests) takes {f(fetch_ms)}, "
+            + (f"{f(fetch_ms - flo)} over the floor; " if fetch_ms is not None else "")
+            + f"then the engine {f(eval_ms)}, the card and response {f(card_ms)}, and "
+            + (f"{f(svc - total_ms)} outside the route (JWT {f(jwt)}, HTTP). " if total_ms is not None else "")
+            + "The dated Observation search made the floor small (one page per search), so the service's fixed "
+            f"cost after the FHIR reads now decides the ratio: meeting 1.25x means taking {f(svc - 1.25 * flo)} off "
+            "that cost"
+            + (f" (engine + card + response = {f(eval_ms + card_ms)})" if eval_ms is not None and card_ms else "")
+            + ", i.e. the engine work of the prefetch note. Against a production FHIR server, whose round trips "
+            "are slower than a local HAPI over loopback, the same fixed cost is a smaller share."
+        )
+    if "fetch-typical-p95" in missed and fr:
+        notes.append(
+            f"**fetch, typical p95 < 500 ms**: p95 {f(_num(fr.get('p95_ms')))} (floor {f(_num(ff.get('p95_ms')))}):"
+            " the FHIR server's time dominates; see FHIR requests per hook (a second page costs a HAPI round trip)."
+        )
+    for shape in ("history", "dense"):
+        fit = _get(report, "scaling", "shapes", shape, "fit") or {}
+        exponent = _num(fit.get("loglog_exponent"))
+        if exponent is not None and exponent > 1.2:
+            notes.append(
+                f"**linear scaling, {shape}**: log-log exponent {exponent} ({fit.get('loglog_exponent_gc_disabled')} "
+                "with the garbage collector off): the excess is the cyclic collector over the live models."
+            )
+    return notes
 
 
 def _fmt(v: Any, unit: str = "") -> str:
@@ -55,6 +180,19 @@ def _fmt(v: Any, unit: str = "") -> str:
     if isinstance(v, float):
         return f"{v:.2f}{unit}" if v < 100 else f"{v:.0f}{unit}"
     return f"{v}{unit}"
+
+
+def _share(v: Any) -> str:
+    return "-" if v is None else f"{round(float(v) * 100)} %"
+
+
+def _same(v: Any) -> str:
+    if not isinstance(v, dict) or not v:
+        return "not checked"
+    flags = {k: bool(x) for k, x in v.items() if isinstance(x, bool)}
+    if all(flags.values()):
+        return "yes, for every record"
+    return "**no** for " + ", ".join(k for k, ok in flags.items() if not ok) + " (URLs in report.json)"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -82,10 +220,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['variant']} | {_fmt(t['value'], unit)} | {met} |")
     lines += [
         "",
-        "`service` is the service as it is in the working tree; `service+changes` adds the recommended "
-        "service-side changes (emulated in `bench/serve.py`, see `bench/README.md`). The engine changes are in both.",
+        "`service` is the service as shipped (the working tree's `cds` package, prepared like `cds serve`: "
+        "`units.preload(); gc.collect(); gc.freeze()` before serving), the EHR's JWT verified on every call; "
+        "`service, no auth` is the same without authentication (the JWT's cost).",
         "",
     ]
+    notes = missed_notes(report)
+    if notes:
+        lines += ["### Missed targets: why, and what it would take", ""]
+        lines += [f"- {n}" for n in notes]
+        lines.append("")
 
     pre = report.get("prefetch")
     if pre:
@@ -114,16 +258,17 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [
                 "",
                 "The service's own timings (its `hook call` log, median ms; `totalMs` starts after the JWT check "
-                "and covers reading + decoding the body, prefetch handling, the engine and the card):",
+                "and covers reading + decoding the body, prefetch handling, the engine and the card; a fast-path "
+                "call, no lupus code on complete Condition data, runs no engine and has no evaluateMs):",
                 "",
-                "| variant | record | fetchMs (read, decode, prefetch) | evaluateMs (engine) | totalMs |",
-                "|---|---|---|---|---|",
+                "| variant | record | fetchMs (read, decode, prefetch) | evaluateMs (engine) | totalMs | fast path |",
+                "|---|---|---|---|---|---|",
             ]
             for v, per in side.items():
                 for name, row in per.items():
                     lines.append(
                         f"| {v} | {name} | {_fmt(row.get('fetchMs'))} | {_fmt(row.get('evaluateMs'))} | "
-                        f"{_fmt(row.get('totalMs'))} |"
+                        f"{_fmt(row.get('totalMs'))} | {_share(row.get('fastPath'))} |"
                     )
         thr = " | ".join(f"{_fmt(pre['results'][v]['typical']['throughput_rps'])}" for v in pre["results"])
         lines += ["", f"Sequential throughput, typical record (req/s): {thr} ({', '.join(pre['results'])}).", ""]
@@ -152,7 +297,10 @@ def markdown(report: dict[str, Any]) -> str:
             "## Fetch path (no prefetch; fhirServer = local HAPI FHIR)",
             "",
             f"HAPI started in {fetch['hapi_startup_s']} s, loaded in {fetch['hapi_load_s']} s; page size "
-            f"{fetch['limits']['page_size']}, at most {fetch['limits']['max_pages']} pages per search.",
+            f"{fetch['limits']['page_size']}, at most {fetch['limits']['max_pages']} pages per search. "
+            "The floor sends the service's queries (Observation search dated from "
+            f"{fetch.get('observation_since')}) in parallel through one pooled httpx client; same queries as "
+            f"the service (reads and first pages, compared per record): {_same(fetch.get('same_queries'))}.",
             "",
             "| variant | record | p50 ms | p95 ms | p99 ms | FHIR requests per hook |",
             "|---|---|---|---|---|---|",
@@ -167,7 +315,26 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "Ratios (p50 / p95):", "", "| comparison | " + " | ".join(fetch["ratios"]["service"]) + " |"]
         lines.append("|---|" + "---|" * len(fetch["ratios"]["service"]))
         for comp_name, per in fetch["ratios"].items():
-            lines.append(f"| {comp_name} | " + " | ".join(f"{r['p50']}x / {r['p95']}x" for r in per.values()) + " |")
+            lines.append(
+                f"| {comp_name} / floor | " + " | ".join(f"{r['p50']}x / {r['p95']}x" for r in per.values()) + " |"
+            )
+        side = fetch.get("server_side_median_ms") or {}
+        if side:
+            lines += [
+                "",
+                "The service's own timings on the fetch path (median ms; fetchMs = reading the request and the "
+                "parallel FHIR queries):",
+                "",
+                "| record | fetchMs | evaluateMs | totalMs | fast path |",
+                "|---|---|---|---|---|",
+            ]
+            for name, row in side.items():
+                lines.append(
+                    f"| {name} | {_fmt(row.get('fetchMs'))} | {_fmt(row.get('evaluateMs'))} | "
+                    f"{_fmt(row.get('totalMs'))} | {_share(row.get('fastPath'))} |"
+                )
+        if fetch.get("observation_query"):
+            lines += ["", f"The service's Observation search (typical record): `{fetch['observation_query']}`"]
         lines.append("")
     elif fetch:
         lines += ["## Fetch path", "", f"Skipped: {fetch.get('skipped')}", ""]
@@ -265,3 +432,20 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     if plot(report, png):
         paths.append(png)
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [report.json]``: rewrite report.md and the plot from a report.json
+    (no measurement)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else Path(__file__).resolve().parent / "out" / "report.json"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    for p in write_report(report, path.parent):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,19 +2,20 @@
 
 Measures in one run, against floors measured in the same run on the same machine:
 
-1. prefetch path: hook latency (p50/p95/p99) of the service (a uvicorn subprocess, real HTTP over
-   loopback, the EHR's JWT verified) for a non-lupus patient, a typical SLE record and records of
-   1,000 / 2,500 / 5,000 Observations, against a bare FastAPI endpoint under the same uvicorn
-   configuration that decodes the same body and returns a fixed card;
+1. prefetch path: hook latency (p50/p95/p99) of the service as shipped (a uvicorn subprocess
+   prepared like `cds.service.app.serve`, real HTTP over loopback, the EHR's JWT verified; and the
+   same without authentication, so the JWT's cost stays visible) for a non-lupus patient, a typical
+   SLE record and records of 1,000 / 2,500 / 5,000 Observations, against a bare FastAPI endpoint
+   under the same uvicorn configuration that decodes the same body and returns a fixed card;
 2. fetch path: the same hook without prefetch, ``fhirServer`` = a local HAPI FHIR server
-   (`cds.sandbox.HapiSandbox`), against the service's own queries issued directly in parallel
-   with one pooled httpx client; FHIR requests per hook are counted;
+   (`cds.sandbox.HapiSandbox`), against exactly the queries the service sends (its fallback
+   Observation search is dated from the trial's cut-off) issued directly in parallel with one
+   pooled httpx client; FHIR requests per hook are counted and the two query sets compared;
 3. scaling: engine time and peak memory per patient at 100 / 1,000 / 10,000 Observations;
 4. concurrency: throughput and latency with 1, 8 and 32 concurrent EHR clients.
 
-Service-side changes the benchmark recommends are measured as variants (``bench.serve.PATCHES``)
-without touching the service. Every loop is bounded in count and in time; everything is loopback.
-Writes ``report.json``, ``report.md`` and ``latency_vs_size.png`` to ``bench/out/``.
+Every loop is bounded in count and in time; everything is loopback. Writes ``report.json``,
+``report.md`` and ``latency_vs_size.png`` to ``bench/out/``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -45,11 +46,14 @@ from bench.load import Stats, post_load, timed
 from bench.serve import AS_OF, REPO
 from bench.servers import AppProcess
 
-OUT = REPO / "bench" / "out"
+if TYPE_CHECKING:
+    from datetime import date
 
-# Recommended service-side changes (see bench/serve.py and bench/README.md).
-PREFETCH_CHANGES = ("skip-not-applicable", "no-copy", "gc-freeze")
-FETCH_CHANGES = ("skip-not-applicable", "fast-fetch", "observation-window", "gc-freeze")
+    from bench.fetch import FloorResult
+    from cds.fhir.gateway import GatewayLimits
+    from cds.service.prefetch import PrefetchQuery
+
+OUT = REPO / "bench" / "out"
 
 
 @dataclass(frozen=True)
@@ -201,17 +205,16 @@ def bench_prefetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases:
         "obs-2500": (40, 12),
         "heavy": (30, 10),
     }
-    variants: list[tuple[str, str, tuple[str, ...], bool]] = [
-        ("floor", "floor", (), False),
-        ("service", "service", (), True),
-        ("service+changes", "service", PREFETCH_CHANGES, True),
-        ("service+changes, no auth", "service", PREFETCH_CHANGES, False),
+    variants: list[tuple[str, str, bool]] = [
+        ("floor", "floor", False),
+        ("service", "service", True),
+        ("service, no auth", "service", False),
     ]
     results: dict[str, dict[str, Any]] = {}
     server_side: dict[str, dict[str, Any]] = {}
-    for label, kind, patches, auth in variants:
+    for label, kind, auth in variants:
         run_env = {**env, **(ehr.env() if auth else {"CDS_AUTH_REQUIRED": "false"})}
-        with AppProcess(kind, patches, env=run_env) as app:
+        with AppProcess(kind, env=run_env, name=label.replace(", ", "-").replace(" ", "-")) as app:
             results[label] = {}
             for c in all_cases:
                 n = plan.n(*counts[c.name])
@@ -230,13 +233,8 @@ def bench_prefetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases:
                 )
                 results[label][c.name] = stats.to_json()
                 if kind == "service":
-                    rows, _ = app.hook_log(offset)
-                    server_side.setdefault(label, {})[c.name] = {
-                        key: round(statistics.median(float(r[key]) for r in rows), 2)
-                        for key in ("fetchMs", "evaluateMs", "totalMs")
-                        if rows and all(key in r for r in rows)
-                    }
-                log(f"prefetch {label:26} {c.name:10} p50 {stats.p50_ms:8.2f} ms  p95 {stats.p95_ms:8.2f} ms")
+                    server_side.setdefault(label, {})[c.name] = server_side_medians(app.hook_log(offset)[0])
+                log(f"prefetch {label:18} {c.name:10} p50 {stats.p50_ms:8.2f} ms  p95 {stats.p95_ms:8.2f} ms")
     return {
         "requests": {c.name: {"resources": sizes[c.name], "bytes": len(bodies[c.name])} for c in all_cases},
         "results": results,
@@ -253,6 +251,18 @@ def bench_prefetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases:
             if label != "floor"
         },
     }
+
+
+def server_side_medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the service's own timings over its "hook call" log records (a fast-path call
+    has no evaluateMs: the engine did not run), and the share of fast-path calls."""
+    out: dict[str, Any] = {
+        key: round(statistics.median(float(r[key]) for r in rows), 2)
+        for key in ("fetchMs", "evaluateMs", "totalMs")
+        if rows and all(key in r for r in rows)
+    }
+    out["fastPath"] = round(sum(1 for r in rows if r.get("fastPath")) / len(rows), 2) if rows else None
+    return out
 
 
 def bench_auth(plan: Plan, ehr: EhrIdentity) -> dict[str, Any]:
@@ -288,7 +298,28 @@ def bench_auth(plan: Plan, ehr: EhrIdentity) -> dict[str, Any]:
 
 
 def bench_components(plan: Plan, all_cases: list[Case]) -> dict[str, Any]:
-    """In-process breakdown of the prefetch path per record: where the service's time goes."""
+    """In-process breakdown of the prefetch path per record: where the service's time goes. Like the
+    shipped service (`bench.serve.ship`), everything alive before a measured step (modules, schemas,
+    the UCUM registry, and here the benchmark's own records and the step's inputs) is moved out of
+    the collector's generations first, so that collections scan only what the step allocates, as in
+    the service (without this, the 3.7 MB body's json.loads took 25-130 ms depending on what else
+    the benchmark process held)."""
+    import contextlib
+    import importlib
+
+    from bench.serve import ship
+
+    for module in ("cds.engine", "cds.service.models", "cds.trials.nct04582136", "cds.fhir.safejson", "cards.render"):
+        with contextlib.suppress(ImportError):  # older service versions
+            importlib.import_module(module)
+    ship()
+    try:
+        return _components(plan, all_cases)
+    finally:
+        gc.unfreeze()
+
+
+def _components(plan: Plan, all_cases: list[Case]) -> dict[str, Any]:
     from cds.engine import evaluate, units
     from cds.service.models import parse_request
     from cds.trials.nct04582136 import TRIAL
@@ -317,12 +348,13 @@ def bench_components(plan: Plan, all_cases: list[Case]) -> dict[str, Any]:
         body = hook_body(c, prefetch=True)
         resources = request_resources(body)
         pid = records.patient_id(c.resources)
-        conditions = [r for r in resources if r["resourceType"] == "Condition"]
         searched = {r["resourceType"] for r in resources} | {
             "Patient", "Condition", "Observation", "MedicationStatement", "MedicationRequest",
             "MedicationAdministration", "Procedure", "AllergyIntolerance",
         }  # fmt: skip
         reps = plan.n(20, 5) if len(resources) > 2000 else plan.n(60, 15)
+        gc.collect()
+        gc.freeze()  # this record's inputs too: a step's collections scan only what the step allocates
         row = {
             "json.loads": median_ms(lambda b=body: json.loads(b), reps),  # type: ignore[misc]
             "parse_request": median_ms(lambda b=body: parse_request(json.loads(b)), reps),  # type: ignore[misc]
@@ -330,7 +362,12 @@ def bench_components(plan: Plan, all_cases: list[Case]) -> dict[str, Any]:
                 lambda r=resources, p=pid, s=searched: evaluate(r, patient_id=p, as_of=AS_OF, searched=s),  # type: ignore[misc]
                 reps,
             ),
-            "not_applicable": median_ms(lambda cs=conditions: TRIAL.not_applicable(cs), reps),  # type: ignore[misc]
+            "fast_path_check": median_ms(
+                lambda r=resources, p=pid, s=searched: TRIAL.certainly_excluded_without_evaluation(  # type: ignore[misc]
+                    r, patient_id=p, searched=s
+                ),
+                reps,
+            ),
         }
         try:
             from cards.models import CdsResponse
@@ -356,26 +393,23 @@ def bench_components(plan: Plan, all_cases: list[Case]) -> dict[str, Any]:
 
 
 def bench_fetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases: list[Case]) -> dict[str, Any]:
-    from bench.fetch import direct_queries, floor_client
+    from bench.fetch import first_pages
     from cds.config import Settings
     from cds.fhir.gateway import GatewayLimits
     from cds.sandbox import HapiSandbox, free_port, load_bundles
-    from cds.service.prefetch import PrefetchQuery, build_queries
+    from cds.service.prefetch import build_queries
     from cds.trials.nct04582136 import TRIAL
 
     chosen = [c for c in all_cases if c.name in ("non-lupus", "typical", "heavy")]
     ids = {c.name: f"bench-{c.name}" for c in chosen}
-    counts = {"non-lupus": (30, 8), "typical": (20, 6), "heavy": (8, 3)}
+    counts = {"non-lupus": (60, 10), "typical": (60, 10), "heavy": (30, 6)}
     limits = GatewayLimits.from_settings(Settings())
-    template_queries = build_queries(TRIAL.observation_codes)
-    cutoff = date_minus(AS_OF, TRIAL.policy.observation_lookback_days)
-    narrowed = tuple(
-        PrefetchQuery(q.key, q.resource_type, (*q.params, ("date", f"ge{cutoff}")), q.read)
-        if q.resource_type == "Observation"
-        else q
-        for q in template_queries
-    )
-    out: dict[str, Any] = {"limits": {"page_size": limits.page_size, "max_pages": limits.max_pages}}
+    queries = build_queries(TRIAL.observation_codes)  # the service's (`ServiceState.queries`)
+    since = TRIAL.observation_cutoff(AS_OF)  # what the service passes to gather_data (CDS_AS_OF = AS_OF)
+    out: dict[str, Any] = {
+        "limits": {"page_size": limits.page_size, "max_pages": limits.max_pages},
+        "observation_since": since.isoformat(),
+    }
     started = time.monotonic()
     with HapiSandbox(port=free_port()) as fhir:
         out["hapi_startup_s"] = round(time.monotonic() - started, 1)
@@ -385,64 +419,112 @@ def bench_fetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases: li
         out["hapi_load_s"] = round(time.monotonic() - t, 1)
         log(f"HAPI up in {out['hapi_startup_s']} s, loaded in {out['hapi_load_s']} s at {fhir.base_url}")
         fetch_env = {**env, **ehr.env(), "CDS_FHIR_ALLOWED_SERVERS": fhir.base_url}
-        variants = [
-            ("service", (), template_queries),
-            ("service+changes", FETCH_CHANGES, narrowed),
-        ]
-        results: dict[str, Any] = {}
-        for label, patches, queries in variants:
-            with AppProcess("service", patches, env=fetch_env) as app:
-                results[label] = {}
-                floor_label = "floor" if label == "service" else "floor (narrowed queries)"
-                results.setdefault(floor_label, {})
-                for c in chosen:
-                    n = plan.n(*counts[c.name])
-                    body = hook_body(c, prefetch=False, fhir_server=fhir.base_url, patient_id=ids[c.name])
-                    warm = 3
-                    before = app.fhir_requests()
-                    stats = asyncio.run(
-                        post_load(
-                            app.hook_url,
-                            body,
-                            requests=n,
-                            warmup=warm,
-                            max_seconds=plan.cell_seconds * 2,
-                            tokens=ehr.tokens(app.hook_url, n + warm),
-                        )
+        results: dict[str, Any] = {"service": {}, "floor": {}}
+        same_queries: dict[str, Any] = {}
+        server_side: dict[str, Any] = {}
+        with AppProcess("service", env=fetch_env, name="service-fetch") as app:
+            bodies = {
+                c.name: hook_body(c, prefetch=False, fhir_server=fhir.base_url, patient_id=ids[c.name]) for c in chosen
+            }
+            out["warmup"] = asyncio.run(
+                _warm_fhir(app, ehr, fhir.base_url, bodies, ids, queries, since, limits, plan.n(120, 20), plan)
+            )
+            log(f"fetch: HAPI warmed up with {out['warmup']['rounds']} rounds in {out['warmup']['seconds']} s")
+            for c in chosen:
+                n = plan.n(*counts[c.name])
+                body = bodies[c.name]
+                warm = 3
+                before = app.fhir_requests()
+                _, offset = app.hook_log()
+                stats = asyncio.run(
+                    post_load(
+                        app.hook_url,
+                        body,
+                        requests=n,
+                        warmup=warm,
+                        max_seconds=plan.cell_seconds * 2,
+                        check=cards_check(c.cards),
+                        tokens=ehr.tokens(app.hook_url, n + warm),
                     )
-                    per_hook = (app.fhir_requests() - before) / (stats.n + warm)
-                    floor_stats, floor_requests, truncated = asyncio.run(
-                        _fetch_floor(direct_queries, floor_client, fhir.base_url, queries, ids[c.name], limits, n, plan)
+                )
+                per_hook = (app.fhir_requests() - before) / (stats.n + warm)
+                server_side[c.name] = server_side_medians(app.hook_log(offset)[0])
+                service_urls = _one_hook_urls(app, body, ehr)
+                if c.name == "typical":
+                    out["observation_query"] = next(
+                        (u for u in service_urls if "/Observation?" in u and "_getpages" not in u), None
                     )
-                    results[label][c.name] = {**stats.to_json(), "fhir_requests_per_hook": round(per_hook, 2)}
-                    results[floor_label][c.name] = {
-                        **floor_stats.to_json(),
-                        "fhir_requests_per_hook": floor_requests,
-                        "truncated": truncated,
-                    }
-                    log(
-                        f"fetch {label:16} {c.name:10} p50 {stats.p50_ms:8.1f} ms p95 {stats.p95_ms:8.1f} ms "
-                        f"({per_hook:.1f} req) | floor p50 {floor_stats.p50_ms:8.1f} ms p95 {floor_stats.p95_ms:8.1f} "
-                        f"({floor_requests} req{', truncated' if truncated else ''})"
-                    )
+                floor_stats, floor_result = asyncio.run(
+                    _fetch_floor(fhir.base_url, queries, ids[c.name], since, limits, n, plan)
+                )
+                same = first_pages(service_urls) == first_pages(floor_result.urls)
+                same_queries[c.name] = same
+                if not same:
+                    same_queries[f"{c.name} (urls)"] = {"service": service_urls, "floor": floor_result.urls}
+                results["service"][c.name] = {**stats.to_json(), "fhir_requests_per_hook": round(per_hook, 2)}
+                results["floor"][c.name] = {
+                    **floor_stats.to_json(),
+                    "fhir_requests_per_hook": floor_result.requests,
+                    "resources": floor_result.resources,
+                    "truncated": floor_result.truncated,
+                }
+                log(
+                    f"fetch {c.name:10} service p50 {stats.p50_ms:8.1f} ms p95 {stats.p95_ms:8.1f} ms "
+                    f"({per_hook:.1f} req) | floor p50 {floor_stats.p50_ms:8.1f} ms p95 {floor_stats.p95_ms:8.1f} "
+                    f"({floor_result.requests} req, {floor_result.resources} resources"
+                    f"{', truncated' if floor_result.truncated else ''}) | same queries: {same}"
+                )
     out["results"] = results
-    out["ratios"] = {
-        "service": {c: _ratio(results["service"][c], results["floor"][c]) for c in results["service"]},
-        "service+changes": {
-            c: _ratio(results["service+changes"][c], results["floor (narrowed queries)"][c])
-            for c in results["service+changes"]
-        },
-        "service+changes vs template floor": {
-            c: _ratio(results["service+changes"][c], results["floor"][c]) for c in results["service+changes"]
-        },
-    }
+    out["same_queries"] = same_queries
+    out["server_side_median_ms"] = server_side
+    out["ratios"] = {"service": {c: _ratio(results["service"][c], results["floor"][c]) for c in results["service"]}}
     return out
 
 
-def date_minus(day: Any, days: int) -> str:
-    from datetime import timedelta
+async def _warm_fhir(
+    app: AppProcess,
+    ehr: EhrIdentity,
+    base: str,
+    bodies: dict[str, bytes],
+    ids: dict[str, str],
+    queries: tuple[PrefetchQuery, ...],
+    since: date,
+    limits: GatewayLimits,
+    rounds: int,
+    plan: Plan,
+) -> dict[str, Any]:
+    """Warm HAPI (its JIT and caches: the first ~100 searches are markedly slower) and both clients
+    before anything is measured, so neither the service nor the floor pays for a cold server: rounds
+    of one floor query set and one service hook per record, alternating, bounded in count and time."""
+    from bench.fetch import direct_queries, floor_client
 
-    return str((day - timedelta(days=days)).isoformat())
+    started = time.perf_counter()
+    deadline = started + (10 if plan.quick else 45)
+    done = 0
+    async with floor_client(limits) as http, httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
+        while done < rounds and time.perf_counter() < deadline:
+            for name, body in bodies.items():
+                await direct_queries(http, base, queries, ids[name], since, limits)
+                headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ehr.token(app.hook_url)}"}
+                r = await client.post(app.hook_url, content=body, headers=headers)
+                r.raise_for_status()
+            done += 1
+    return {"rounds": done, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _one_hook_urls(app: AppProcess, body: bytes, ehr: EhrIdentity) -> list[str]:
+    """The FHIR request URLs of one more hook call (the service's gateway records them)."""
+    from bench.serve import RECENT_URLS
+
+    before, _ = app.fhir_stats()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ehr.token(app.hook_url)}"}
+    r = httpx.post(app.hook_url, content=body, headers=headers, timeout=60.0, trust_env=False)
+    r.raise_for_status()
+    after, urls = app.fhir_stats()
+    sent = after - before
+    if sent > RECENT_URLS:
+        raise RuntimeError(f"one hook sent {sent} FHIR requests, more than the {RECENT_URLS} kept")
+    return urls[len(urls) - sent :] if sent else []
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
@@ -450,26 +532,26 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 
 
 async def _fetch_floor(
-    direct_queries: Any,
-    floor_client: Any,
     base: str,
-    queries: Any,
+    queries: tuple[PrefetchQuery, ...],
     patient_id: str,
-    limits: Any,
+    since: date,
+    limits: GatewayLimits,
     n: int,
     plan: Plan,
-) -> tuple[Stats, int, bool]:
-    info: dict[str, Any] = {}
+) -> tuple[Stats, FloorResult]:
+    from bench.fetch import direct_queries, floor_client
+
+    last: list[FloorResult] = []
     async with floor_client(limits) as http:
 
         async def one() -> None:
-            r = await direct_queries(http, base, queries, patient_id, limits)
-            info["requests"], info["truncated"] = r.requests, r.truncated
+            last[:] = [await direct_queries(http, base, queries, patient_id, since, limits)]
 
         for _ in range(3):
             await one()
         stats = await timed(one, concurrency=1, requests=n, max_seconds=plan.cell_seconds * 2)
-    return stats, int(info["requests"]), bool(info["truncated"])
+    return stats, last[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,13 +647,12 @@ def bench_concurrency(plan: Plan, ehr: EhrIdentity, env: dict[str, str], typical
     levels = (1, 8, 32)
     counts = {1: (150, 40), 8: (400, 100), 32: (600, 160)}
     results: dict[str, Any] = {}
-    for label, kind, patches, auth, workers in (
-        ("floor", "floor", (), False, 1),
-        ("service", "service", (), True, 1),
-        ("service+changes", "service", PREFETCH_CHANGES, True, 1),
+    for label, kind, auth, workers in (
+        ("floor", "floor", False, 1),
+        ("service", "service", True, 1),
     ):
         run_env = {**env, **(ehr.env() if auth else {"CDS_AUTH_REQUIRED": "false"})}
-        with AppProcess(kind, patches, env=run_env, workers=workers) as app:
+        with AppProcess(kind, env=run_env, workers=workers, name=f"{label}-concurrency") as app:
             results[label] = {}
             for c in levels:
                 n = plan.n(*counts[c])
@@ -588,7 +669,7 @@ def bench_concurrency(plan: Plan, ehr: EhrIdentity, env: dict[str, str], typical
                 )
                 results[label][str(c)] = stats.to_json()
                 log(
-                    f"concurrency {label:16} {c:3} clients: {stats.throughput_rps:7.1f} req/s, "
+                    f"concurrency {label:8} {c:3} clients: {stats.throughput_rps:7.1f} req/s, "
                     f"p50 {stats.p50_ms:7.1f} ms, p95 {stats.p95_ms:7.1f} ms"
                 )
     return {"record": typical.name, "levels": list(levels), "results": results}
@@ -639,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import write_report
 
     paths = write_report(report, args.out)
-    log(f"done in {report['duration_s']} s: " + ", ".join(str(p.relative_to(REPO)) for p in paths))
+    log(f"done in {report['duration_s']} s: " + ", ".join(str(p) for p in paths))
     return 0
 
 

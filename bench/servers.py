@@ -20,33 +20,31 @@ SERVICE_ID = "nct04582136-prescreen"
 
 
 class AppProcess:
-    """``with AppProcess("service", patches=[...]) as app: app.hook_url`` (a separate process, so
-    the load generator never shares the server's event loop or GIL)."""
+    """``with AppProcess("service", env={...}, name="service-no-auth") as app: app.hook_url`` (a
+    separate process, so the load generator never shares the server's event loop or GIL). `name`
+    names the log file (``bench/out/logs/<name>.log``)."""
 
     def __init__(
         self,
         kind: str,
-        patches: tuple[str, ...] = (),
         *,
         env: dict[str, str] | None = None,
         workers: int = 1,
+        name: str | None = None,
         log_dir: Path | None = None,
     ) -> None:
         self.kind = kind
         self.workers = workers
-        self.patches = patches
         self.env = env or {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.hook_url = f"{self.base}/cds-services/{SERVICE_ID}"
-        name = f"{kind}-{'+'.join(patches) or 'plain'}" + (f"-{workers}w" if workers > 1 else "")
+        name = (name or kind) + (f"-{workers}w" if workers > 1 else "")
         self.log_path = (log_dir or REPO / "bench" / "out" / "logs") / f"{name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> AppProcess:
         cmd = [sys.executable, "-m", "bench.serve", self.kind, "--port", str(self.port), "--workers", str(self.workers)]
-        for p in self.patches:
-            cmd += ["--patch", p]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         with open(self.log_path, "wb") as log:
@@ -80,9 +78,14 @@ class AppProcess:
                     continue
         return rows, len(data)
 
-    def fhir_requests(self) -> int:
+    def fhir_stats(self) -> tuple[int, list[str]]:
+        """The service's FHIR gateway: requests sent so far, and the latest request URLs."""
         r = httpx.get(f"{self.base}/bench/stats", timeout=5.0, trust_env=False)
-        return int(r.json()["fhirRequests"])
+        data = r.json()
+        return int(data["fhirRequests"]), [str(u) for u in data["recentUrls"]]
+
+    def fhir_requests(self) -> int:
+        return self.fhir_stats()[0]
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
