@@ -20,6 +20,7 @@ import pytest
 from cds.config import Settings
 from cds.service.app import create_app
 from cds.service.demo import build_request, load_bundle
+from tests.fhir_json import without_uuids
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +42,6 @@ def _settings(tmp_path: Path, fhir: str, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(**values)
-
-
-def _strip_uuids(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [_strip_uuids(v) for v in value]
-    return value
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -97,7 +90,7 @@ async def test_no_prefetch_against_hapi_agrees_with_full_prefetch(
     assert "incomplete" not in report, report.get("incomplete")
     assert "dataIssues" not in report
     assert report["verdict"] == EXPECTED[pid]["verdict"]
-    assert _strip_uuids(b) == _strip_uuids(a)
+    assert without_uuids(b) == without_uuids(a)
 
 
 async def test_paging_through_hapi_next_links(hapi_with_fixtures: str, tmp_path: Path) -> None:
@@ -112,7 +105,7 @@ async def test_paging_through_hapi_next_links(hapi_with_fixtures: str, tmp_path:
     assert len(observation_pages) >= 3, "real-active-sle needs several pages of 4 Observations"
     # HAPI's next links point at its base URL; every page stayed on the allow-listed server
     assert all(str(u).startswith(hapi_with_fixtures) for u in transport.requests)
-    assert _strip_uuids(fetched.json()["cards"]) == _strip_uuids(prefetched.json()["cards"])
+    assert without_uuids(fetched.json()["cards"]) == without_uuids(prefetched.json()["cards"])
 
 
 async def test_hapi_400_for_a_bad_query_is_reported_not_an_empty_card_list(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
@@ -12,6 +12,7 @@ import httpx
 from cds.config import Settings
 from cds.service.app import create_app
 from cds.service.prefetch import build_queries
+from tests.fhir_json import searchset
 
 FHIR = "https://ehr.test/fhir"
 PID = "pat-Zq81x"
@@ -60,16 +61,6 @@ def observation(pid: str = PID, oid: str = "obs-1", loinc: str = "6690-2", value
         "effectiveDateTime": "2026-10-20",
         "valueQuantity": {"value": value, "unit": "10*9/L", "system": "http://unitsofmeasure.org", "code": "10*9/L"},
     }
-
-
-def searchset(resources: Iterable[dict[str, Any]] = (), next_url: str | None = None) -> dict[str, Any]:
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    entries = [{"resource": r, "search": {"mode": "match"}} for r in resources]
-    if entries:
-        bundle["entry"] = entries
-    if next_url:
-        bundle["link"] = [{"relation": "next", "url": next_url}]
-    return bundle
 
 
 def full_prefetch(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:

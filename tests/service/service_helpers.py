@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -10,6 +9,7 @@ from cds.engine import evaluate
 from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
 from cds.service.prefetch import build_queries
+from tests.fhir_json import searchset
 
 FHIR = "http://fhir.test/fhir"
 PID = "pat-7f3a9"
@@ -61,19 +61,6 @@ def outcome_resource(text: str = "warning") -> dict[str, Any]:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "warning", "code": "informational", "diagnostics": text}],
     }
-
-
-def searchset(resources: Iterable[dict[str, Any]] = (), next_url: str | None = None) -> dict[str, Any]:
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
-    }
-    if not bundle["entry"]:
-        del bundle["entry"]
-    if next_url:
-        bundle["link"] = [{"relation": "next", "url": next_url}]
-    return bundle
 
 
 def full_prefetch(pid: str = PID) -> dict[str, Any]:
