@@ -117,6 +117,9 @@ class Analyte:
     unit_equivalents: Mapping[str, str] = field(default_factory=dict)
     default_uln: float | None = None  # in `unit`; used only when no referenceRange (ULN_ASSUMED)
     default_lln: float | None = None
+    # Unit a result stated without any unit is read in (e.g. an Epic eGFR valueString ">60"): only
+    # for analytes reported in one unit everywhere. Such evidence is flagged DERIVED. None: unknown.
+    implied_unit: str | None = None
 
 
 class RouteClass(StrEnum):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cds.engine import units
+from cds.engine import observations, units
 from cds.engine.definition import (
     RXNORM,
     Analyte,
@@ -104,6 +104,8 @@ def fmt(x: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _CONDITION_UNUSABLE_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+# Not (yet) established: never proves an inclusion, and turns an exclusion into review.
+CONDITION_UNCONFIRMED_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential"})
 _ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 
 
@@ -121,6 +123,8 @@ class ConditionFact:
     recorded: Span | None
     clinical_status: str | None
     active: bool  # clinically active on the as-of date
+    verification: str | None = None
+    unconfirmed: bool = False  # verificationStatus unconfirmed / provisional / differential
 
     def when(self) -> Span | None:
         return self.onset or self.recorded
@@ -128,6 +132,9 @@ class ConditionFact:
     def evidence(self, description: str | None = None, flags: tuple[Flag, ...] = ()) -> Evidence:
         d = self.when()
         status = self.clinical_status or "no clinical status"
+        if self.unconfirmed:
+            status += f", {self.verification} (not confirmed)"
+            flags = tuple(dict.fromkeys((*flags, Flag.NEEDS_REVIEW)))
         if self.abatement:
             status += f", abated {self.abatement.iso()}"
         return Evidence(
@@ -152,22 +159,57 @@ def _concept_display(concept: Any) -> str:
     return "(no code)"
 
 
+_AGE_UNITS_DAYS = {"a": 365.25, "yr": 365.25, "year": 365.25, "years": 365.25, "mo": 30.4375, "month": 30.4375,
+                   "months": 30.4375, "wk": 7.0, "week": 7.0, "weeks": 7.0, "d": 1.0, "day": 1.0, "days": 1.0}  # fmt: skip
+
+
+def _age_bounds(age: Any, birth: Span) -> Span | None:
+    """The days on which the patient had this Age (years: the whole year of age)."""
+    if age is None or age.value is None:
+        return None
+    unit = (age.code or age.unit or "a").strip()
+    if unit not in _AGE_UNITS_DAYS:
+        return None
+    value = float(age.value)
+    if _AGE_UNITS_DAYS[unit] == 365.25:
+        years = int(value)
+        try:
+            return Span(
+                birth.earliest.replace(year=birth.earliest.year + years),
+                birth.latest.replace(year=birth.latest.year + years + 1) - timedelta(days=1),
+            )
+        except ValueError:  # 29 February
+            return None
+    days = value * _AGE_UNITS_DAYS[unit]
+    return Span(birth.earliest + timedelta(days=int(days)), birth.latest + timedelta(days=math.ceil(days) + 1))
+
+
 def _onset_span(cond: Any, birth: Span | None) -> Span | None:
+    """Every onset[x] form: dateTime, Period (start, else end as an upper bound), Age, Range of ages,
+    and a string holding a date ("2019", "2019-03"); other strings ("childhood") are not dates."""
     if cond.onsetDateTime is not None:
         return span(cond.onsetDateTime)
-    if cond.onsetPeriod is not None and cond.onsetPeriod.start is not None:
-        return span(cond.onsetPeriod.start)
-    if cond.onsetAge is not None and cond.onsetAge.value is not None and birth is not None:
-        unit = (cond.onsetAge.code or cond.onsetAge.unit or "a").strip()
-        if unit in ("a", "yr", "years", "year"):
-            years = int(cond.onsetAge.value)
-            try:
-                return Span(
-                    birth.earliest.replace(year=birth.earliest.year + years),
-                    birth.latest.replace(year=birth.latest.year + years + 1) - timedelta(days=1),
-                )
-            except ValueError:  # 29 February
-                return None
+    if cond.onsetPeriod is not None:
+        if cond.onsetPeriod.start is not None:
+            return span(cond.onsetPeriod.start)
+        if cond.onsetPeriod.end is not None:
+            end = span(cond.onsetPeriod.end)
+            return Span(date.min, end.latest) if end is not None else None
+        return None
+    if cond.onsetAge is not None and birth is not None:
+        return _age_bounds(cond.onsetAge, birth)
+    if cond.onsetRange is not None and birth is not None:
+        low = _age_bounds(cond.onsetRange.low, birth) if cond.onsetRange.low is not None else None
+        high = _age_bounds(cond.onsetRange.high, birth) if cond.onsetRange.high is not None else None
+        if low is not None and high is not None and low.earliest <= high.latest:
+            return Span(low.earliest, high.latest)
+        if high is not None:
+            return Span(birth.earliest, high.latest)
+        return None
+    if cond.onsetString:
+        text = str(cond.onsetString).strip()
+        if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", text):
+            return span(text)
     return None
 
 
@@ -189,7 +231,8 @@ def conditions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Conditi
     out: list[ConditionFact] = []
     birth = birth_span(record)
     for c in record.of("Condition"):
-        if _codes(c.verificationStatus) & _CONDITION_UNUSABLE_VERIFICATION:
+        verification = _codes(c.verificationStatus)
+        if verification & _CONDITION_UNUSABLE_VERIFICATION:
             continue
         match = vs.match(c.code)
         if match is None:
@@ -218,6 +261,8 @@ def conditions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Conditi
                 recorded=recorded,
                 clinical_status=clinical,
                 active=active,
+                verification=next(iter(sorted(verification)), None),
+                unconfirmed=bool(verification & CONDITION_UNCONFIRMED_VERIFICATION),
             )
         )
     return out
@@ -266,6 +311,8 @@ def procedures(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Procedu
 # ---------------------------------------------------------------------------------------------
 
 _OBS_USABLE = frozenset({"final", "amended", "corrected"})
+_REPORT_WITHDRAWN = frozenset({"entered-in-error"})
+_MIN_INSTANT = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,11 +328,31 @@ class LabValue:
     lln_assumed: bool = False
     problem: str | None = None
     coded: tuple[str, ...] = ()  # codes of valueCodeableConcept and interpretation
+    qualitative: str | None = None  # "positive" / "negative" for qualitative results
+    instant: datetime = _MIN_INSTANT  # full time of the result (UTC), for "latest"; date-only = start of day
+    report: str | None = None  # the DiagnosticReport that lists this result
+    component: str | None = None  # the Observation.component the value came from (panels)
+    unit_assumed: str | None = None  # unit read from the analyte's implied unit (value had none)
+    interpretation: tuple[str, ...] = ()
+
+    @property
+    def order_key(self) -> tuple[date, datetime]:
+        return (self.when, self.instant)
 
     def evidence(self, description: str, flags: tuple[Flag, ...] = ()) -> Evidence:
         fl = list(flags)
         if self.value is not None and self.value.lo != self.value.hi:
             fl.append(Flag.COMPARATOR)
+        notes: list[str] = []
+        if self.component:
+            notes.append(f"panel component {self.component}")
+        if self.report:
+            notes.append(f"reported in {self.report}")
+        if self.unit_assumed:
+            notes.append(f"no unit stated: read as {self.unit_assumed}")
+            fl.append(Flag.DERIVED)
+        if notes:
+            description = f"{description} ({'; '.join(notes)})"
         return Evidence(
             reference=self.ref,
             description=description,
@@ -297,25 +364,74 @@ class LabValue:
         )
 
 
-def _obs_date(o: Any) -> date | None:
+def _instant_of(value: Any) -> tuple[date, datetime] | None:
+    """(local calendar day, UTC instant) of a FHIR date/dateTime/instant; a date is its day's start."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return value.date(), utc
+    s = span(value)
+    if s is None:
+        return None
+    return s.latest, datetime(s.latest.year, s.latest.month, s.latest.day, tzinfo=UTC)
+
+
+def _obs_time(o: Any) -> tuple[date, datetime] | None:
+    """When a result applies: effective[x] (a period's end), else `issued`."""
     for v in (o.effectiveDateTime, o.effectiveInstant):
         if v is not None:
-            s = span(v)
-            return s.latest if s else None
+            return _instant_of(v)
     if o.effectivePeriod is not None:
-        s = span(o.effectivePeriod.end or o.effectivePeriod.start)
-        return s.latest if s else None
+        return _instant_of(o.effectivePeriod.end or o.effectivePeriod.start)
     if o.issued is not None:
-        s = span(o.issued)
-        return s.latest if s else None
+        return _instant_of(o.issued)
     return None
 
 
+def _obs_date(o: Any) -> date | None:
+    t = _obs_time(o)
+    return t[0] if t else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLink:
+    ref: str  # DiagnosticReport/<id>
+    status: str | None
+    time: tuple[date, datetime] | None
+
+
+def report_index(record: PatientRecord) -> dict[str, ReportLink]:
+    """Observation reference -> the DiagnosticReport whose `result` lists it (built once per record)."""
+    cached: dict[str, ReportLink] | None = record.cache.get("report-index")
+    if cached is not None:
+        return cached
+    index: dict[str, ReportLink] = {}
+    for dr in record.of("DiagnosticReport"):
+        t = None
+        if dr.effectiveDateTime is not None:
+            t = _instant_of(dr.effectiveDateTime)
+        elif dr.effectivePeriod is not None:
+            t = _instant_of(dr.effectivePeriod.end or dr.effectivePeriod.start)
+        elif dr.issued is not None:
+            t = _instant_of(dr.issued)
+        link = ReportLink(f"DiagnosticReport/{dr.id}", dr.status, t)
+        for r in dr.result or []:
+            target = r.reference or ""
+            parts = target.split("/")
+            if len(parts) >= 2 and "Observation" in parts:
+                i = len(parts) - 1 - parts[::-1].index("Observation")
+                if i + 1 < len(parts):
+                    key = f"Observation/{parts[i + 1]}"
+                    # a withdrawn report wins over any other listing of the same result
+                    if key not in index or link.status in _REPORT_WITHDRAWN:
+                        index[key] = link
+    record.cache["report-index"] = index
+    return index
+
+
 def quantity_text(q: Any) -> str:
-    comp = q.comparator or ""
-    unit = q.unit or q.code or ""
-    value = "?" if q.value is None else fmt(float(q.value))
-    return f"{comp}{value} {unit}".strip()
+    return observations.quantity_text(q)
 
 
 def to_unit(q: Any, analyte: Analyte) -> tuple[float | None, str | None]:
@@ -325,26 +441,93 @@ def to_unit(q: Any, analyte: Analyte) -> tuple[float | None, str | None]:
     code = units.normalise_code(q.code, q.unit, q.system)
     if code is None:
         return None, "no unit"
+    return _convert(float(q.value), code, analyte)
+
+
+def _convert(value: float, code: str, analyte: Analyte) -> tuple[float | None, str | None]:
     code = analyte.unit_equivalents.get(code, code)
-    v = units.convert(q.value, code, analyte.unit, analyte.molar_mass)
+    v = units.convert(value, code, analyte.unit, analyte.molar_mass)
     if v is None:
         return None, f"unit {code!r} cannot be converted to {analyte.unit}"
     return v, None
 
 
-def _reference_limits(o: Any, analyte: Analyte) -> tuple[float | None, float | None]:
-    uln: float | None = None
-    lln: float | None = None
-    for rr in o.referenceRange or []:
-        if rr.type is not None and _codes(rr.type) and "normal" not in _codes(rr.type):
-            continue
-        if rr.appliesTo:
-            continue  # population-specific ranges are not matched to the patient: fall back
-        if uln is None and rr.high is not None:
-            uln, _ = to_unit(rr.high, analyte)
-        if lln is None and rr.low is not None:
-            lln, _ = to_unit(rr.low, analyte)
-    return uln, lln
+def _bound(bound: tuple[float, str | None] | None, value_unit: str | None, analyte: Analyte) -> float | None:
+    """A reference bound in the analyte's unit; a bound stated without a unit has the value's unit."""
+    if bound is None:
+        return None
+    number, unit = bound
+    unit = unit or value_unit
+    if unit is None:
+        return None
+    v, _ = _convert(number, unit, analyte)
+    return v
+
+
+def _matching_elements(o: Any, analyte: Analyte) -> list[tuple[Any, str | None]]:
+    """The Observation itself when its code matches, else its matching components (panels)."""
+    if analyte.codes.match(o.code) is not None:
+        return [(o, None)]
+    out: list[tuple[Any, str | None]] = []
+    for comp in o.component or []:
+        m = analyte.codes.match(comp.code)
+        if m is not None:
+            out.append((comp, str(m)))
+    return out
+
+
+def _lab_value(
+    ref: str,
+    analyte: Analyte,
+    element: Any,
+    when: date,
+    instant: datetime,
+    report: str | None,
+    component: str | None,
+) -> LabValue:
+    raw = observations.read_value(element)
+    interp = observations.interpretation_codes(element)
+    coded = tuple(sorted(_codes(element.valueCodeableConcept) | set(interp)))
+    qualitative = raw.qualitative or (
+        observations.qualitative_from_interpretation(interp) if raw.number is None else None
+    )
+    common: dict[str, Any] = {
+        "ref": ref,
+        "analyte": analyte,
+        "when": when,
+        "original": raw.text,
+        "coded": coded,
+        "qualitative": qualitative,
+        "instant": instant,
+        "report": report,
+        "component": component,
+        "interpretation": interp,
+    }
+    if raw.number is None:
+        problem = raw.problem
+        if problem is None or (qualitative and problem != "data absent"):
+            problem = f"qualitative result ({qualitative or 'not understood'}), not a number"
+        return LabValue(value=None, problem=problem, **common)
+    unit = raw.unit
+    unit_assumed: str | None = None
+    if unit is None:
+        if analyte.implied_unit is None:
+            return LabValue(value=None, problem="no unit", **common)
+        unit = unit_assumed = analyte.implied_unit
+    v, problem = _convert(raw.number, unit, analyte)
+    bounds = observations.reference_bounds(element)
+    uln = _bound(bounds.high, unit, analyte) if bounds else None
+    lln = _bound(bounds.low, unit, analyte) if bounds else None
+    return LabValue(
+        value=Interval.from_comparator(v, raw.comparator) if v is not None else None,
+        uln=uln if uln is not None else analyte.default_uln,
+        uln_assumed=uln is None and analyte.default_uln is not None,
+        lln=lln if lln is not None else analyte.default_lln,
+        lln_assumed=lln is None and analyte.default_lln is not None,
+        problem=problem,
+        unit_assumed=unit_assumed,
+        **common,
+    )
 
 
 def lab_values(
@@ -354,49 +537,38 @@ def lab_values(
     window_days: int,
     candidates: list[Any] | None = None,
 ) -> list[LabValue]:
-    """Usable results of `analyte` in [as_of - window, as_of], most recent first.
+    """Usable results of `analyte` in [as_of - window, as_of], most recent (full instant) first.
+
+    A result is an Observation whose code matches, or a matching `component` of a panel
+    Observation. Usable statuses: final, amended, corrected. An Observation listed by a
+    DiagnosticReport names the report in its evidence; a report entered in error withdraws its
+    results; an Observation with no date of its own takes the report's.
 
     `candidates`: a subset of the record's Observations, in record order, that holds every one
-    matching the analyte's codes (an index lookup); default: all of them.
+    matching the analyte's codes (an index lookup, components included); default: all of them.
     """
     start = as_of - timedelta(days=window_days)
+    reports = report_index(record) if record.of("DiagnosticReport") else {}
     out: list[LabValue] = []
     for o in record.of("Observation") if candidates is None else candidates:
         if o.status not in _OBS_USABLE:
             continue
-        if analyte.codes.match(o.code) is None:
-            continue
-        when = _obs_date(o)
-        if when is None or when > as_of or when < start:
+        elements = _matching_elements(o, analyte)
+        if not elements:
             continue
         ref = f"Observation/{o.id}"
-        coded = tuple(sorted(_codes(o.valueCodeableConcept) | {c for i in (o.interpretation or []) for c in _codes(i)}))
-        if o.dataAbsentReason is not None:
-            out.append(LabValue(ref, analyte, when, None, "data absent", problem="data absent", coded=coded))
+        link = reports.get(ref)
+        if link is not None and link.status in _REPORT_WITHDRAWN:
             continue
-        if o.valueQuantity is None:
-            text = _concept_display(o.valueCodeableConcept) if o.valueCodeableConcept else (o.valueString or "no value")
-            out.append(LabValue(ref, analyte, when, None, str(text), problem="not a quantity", coded=coded))
+        t = _obs_time(o) or (link.time if link is not None else None)
+        if t is None:
             continue
-        q = o.valueQuantity
-        v, problem = to_unit(q, analyte)
-        uln, lln = _reference_limits(o, analyte)
-        out.append(
-            LabValue(
-                ref=ref,
-                analyte=analyte,
-                when=when,
-                value=Interval.from_comparator(v, q.comparator) if v is not None else None,
-                original=quantity_text(q),
-                uln=uln if uln is not None else analyte.default_uln,
-                uln_assumed=uln is None and analyte.default_uln is not None,
-                lln=lln if lln is not None else analyte.default_lln,
-                lln_assumed=lln is None and analyte.default_lln is not None,
-                problem=problem,
-                coded=coded,
-            )
-        )
-    out.sort(key=lambda lv: (lv.when, lv.ref), reverse=True)
+        when, instant = t
+        if when > as_of or when < start:
+            continue
+        for element, component in elements:
+            out.append(_lab_value(ref, analyte, element, when, instant, link.ref if link else None, component))
+    out.sort(key=lambda lv: lv.order_key, reverse=True)
     return out
 
 

@@ -24,12 +24,16 @@ READ_TYPES: tuple[str, ...] = (
     "MedicationStatement",
     "MedicationRequest",
     "MedicationAdministration",
+    "MedicationDispense",
     "Procedure",
     "AllergyIntolerance",
+    "DiagnosticReport",
 )
 # Medication resources are read only as the target of a medicationReference.
 AUX_TYPES: tuple[str, ...] = ("Medication",)
-MEDICATION_TYPES = frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"})
+MEDICATION_TYPES = frozenset(
+    {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
+)
 
 # Where each resource type points at its patient (also used to check prefetch).
 SUBJECT_FIELD = {
@@ -38,8 +42,10 @@ SUBJECT_FIELD = {
     "MedicationStatement": "subject",
     "MedicationRequest": "subject",
     "MedicationAdministration": "subject",
+    "MedicationDispense": "subject",
     "Procedure": "subject",
     "AllergyIntolerance": "patient",
+    "DiagnosticReport": "subject",
 }
 
 
@@ -51,6 +57,8 @@ class PatientRecord:
     medications: dict[str, Any] = field(default_factory=dict)  # "Medication/<id>" -> model
     searched: frozenset[str] = frozenset()
     issues: list[DataIssue] = field(default_factory=list)
+    # Facts derived from the whole record once (e.g. the DiagnosticReport index); engine-internal.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def of(self, resource_type: str) -> list[Any]:
         return self.resources.get(resource_type, [])

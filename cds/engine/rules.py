@@ -16,10 +16,10 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from cds.engine import facts
+from cds.engine import facts, observations
 from cds.engine.definition import (
     SYSTEMIC_ROUTES,
     Analyte,
@@ -31,6 +31,7 @@ from cds.engine.definition import (
 from cds.engine.facts import ConditionFact, Exposure, LabValue, fmt
 from cds.engine.model import Evidence, Flag, Status
 from cds.engine.record import MEDICATION_TYPES, PatientRecord
+from cds.engine.sex import clinical_sex
 from cds.engine.timeutil import add_months, add_years, age_on, span
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
@@ -85,9 +86,11 @@ class Context:
     def _observation_index(self) -> dict[tuple[str, str], list[int]]:
         index: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, o in enumerate(self.record.of("Observation")):
-            for c in (o.code.coding if o.code is not None else None) or []:
-                if c.system and c.code:
-                    index[(c.system, c.code)].append(i)
+            concepts = [o.code, *[comp.code for comp in o.component or []]]
+            for concept in concepts:
+                for c in (concept.coding if concept is not None else None) or []:
+                    if c.system and c.code and (not index[(c.system, c.code)] or index[(c.system, c.code)][-1] != i):
+                        index[(c.system, c.code)].append(i)
         return index
 
     def conditions(self, vs: ValueSet) -> list[ConditionFact]:
@@ -220,16 +223,22 @@ class CodedDiagnosis:
     def evaluate(self, ctx: Context) -> Outcome:
         if (missing := _searched(ctx, "Condition")) is not None:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
-        confirmed = ctx.conditions(self.confirmed)
+        coded = ctx.conditions(self.confirmed)
+        confirmed = [c for c in coded if not c.unconfirmed]
         if confirmed:
             ev = tuple(c.evidence(flags=(Flag.PROXY,)) for c in confirmed)
             return Outcome(MET, f"coded {self.label} diagnosis (proxy for classification criteria)", ev)
         review = ctx.conditions(self.review)
         if review:
-            ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review)
-            if self.review_counts_when(ctx.policy):
+            ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in coded + review)
+            if self.review_counts_when(ctx.policy) and any(not c.unconfirmed for c in review):
                 return Outcome(MET, f"generic code accepted as {self.label} by configuration", ev)
             return Outcome(UNKNOWN, f"only a non-specific or secondary lupus code: {self.label} not confirmed", ev)
+        if coded:
+            ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in coded)
+            return Outcome(
+                UNKNOWN, f"{self.label} coded but not confirmed (unconfirmed / provisional / differential)", ev
+            )
         other = ctx.conditions(self.not_sufficient)
         if other:
             ev = tuple(c.evidence() for c in other)
@@ -256,6 +265,14 @@ class DiagnosisAge:
         conds = ctx.conditions(self.diagnosis) or ctx.conditions(self.fallback)
         if not conds:
             return Outcome(UNKNOWN, f"no {self.label} diagnosis to date", ())
+        confirmed = [c for c in conds if not c.unconfirmed]
+        if not confirmed:
+            return Outcome(
+                UNKNOWN,
+                f"{self.label} diagnosis not confirmed: its duration cannot establish the criterion",
+                tuple(c.evidence() for c in conds),
+            )
+        conds = confirmed
         cutoff = add_months(ctx.as_of, -self.months)
         dated = [(c, c.onset) for c in conds if c.onset] + [(c, c.recorded) for c in conds if c.recorded]
         if not dated:
@@ -290,8 +307,11 @@ class ConditionPresent:
     """Exclusion by coded condition.
 
     mode "ever": any usable record (history counts); "active": clinically active on the as-of date;
-    "active-recent": active with onset within `recent_days` (active with an older or unknown onset
-    goes to review); review: codes that send the patient to review (unknown) instead of excluding.
+    "concomitant": present now - active -> met, in remission -> review, resolved / inactive / abated
+    -> not counted; "active-recent": active with onset within `recent_days` (active with an older or
+    unknown onset goes to review); review: codes that send the patient to review (unknown) instead
+    of excluding. A matching condition that is only unconfirmed / provisional / differential never
+    excludes: it sends the patient to review.
     """
 
     vs: ValueSet
@@ -310,37 +330,51 @@ class ConditionPresent:
         recent_start = ctx.as_of - timedelta(days=self.recent_days or 0)
         for c in conds:
             is_recent = c.onset is not None and c.onset.latest >= recent_start
-            if (self.mode == "active" and c.active) or (self.mode == "active-recent" and c.active and is_recent):
+            if (self.mode in ("active", "concomitant") and c.active) or (
+                self.mode == "active-recent" and c.active and is_recent
+            ):
                 out.append(c)
         return out
 
-    def _older_active(self, ctx: Context, hits: list[ConditionFact]) -> list[ConditionFact]:
-        """In mode active-recent: active conditions with older or unknown onset (go to review)."""
-        if self.mode != "active-recent":
-            return []
+    def _review(self, ctx: Context, hits: list[ConditionFact]) -> list[ConditionFact]:
+        """Conditions that send the patient to review rather than exclude."""
         refs = {h.ref for h in hits}
-        return [c for c in ctx.conditions(self.vs) if c.active and c.ref not in refs]
+        out: list[ConditionFact] = [h for h in hits if h.unconfirmed]
+        if self.mode == "active-recent":  # active conditions with older or unknown onset
+            out += [c for c in ctx.conditions(self.vs) if c.active and c.ref not in refs]
+        if self.mode == "concomitant":  # remission: may still be present
+            out += [c for c in ctx.conditions(self.vs) if c.clinical_status == "remission" and c.ref not in refs]
+        if self.review is not None:
+            out += [c for c in ctx.conditions(self.review) if self.mode == "ever" or c.active]
+        return list({c.ref: c for c in out}.values())
 
     def evaluate(self, ctx: Context) -> Outcome:
         types = ("Condition", "Procedure") if self.also_procedures is not None else ("Condition",)
         hits = self._hits(ctx) if "Condition" in ctx.record.searched else []
-        ev: list[Evidence] = [c.evidence() for c in hits]
+        ev: list[Evidence] = [c.evidence() for c in hits if not c.unconfirmed]
         if self.also_procedures is not None and "Procedure" in ctx.record.searched:
             ev += [p.evidence() for p in facts.procedures(ctx.record, self.also_procedures, ctx.as_of)]
         if ev:
             return Outcome(MET, f"{self.label} recorded", tuple(ev))
         if "Condition" in ctx.record.searched:
-            review = self._older_active(ctx, hits)
-            if self.review is not None:
-                review += [c for c in ctx.conditions(self.review) if self.mode == "ever" or c.active]
+            review = self._review(ctx, hits)
             if review:
-                return Outcome(
-                    UNKNOWN,
-                    self.review_reason,
-                    tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review),
-                )
+                reason = self.review_reason
+                if all(c.unconfirmed for c in review):
+                    reason = f"{self.label} coded but not confirmed: needs review"
+                elif all(c.clinical_status == "remission" for c in review) and self.mode == "concomitant":
+                    reason = f"{self.label} in remission: whether it is concomitant needs review"
+                return Outcome(UNKNOWN, reason, tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review))
         if (missing := _searched(ctx, *types)) is not None:
             return Outcome(UNKNOWN, f"cannot rule out {self.label}: data not available", (missing,))
+        if self.mode == "concomitant" and "Condition" in ctx.record.searched:
+            past = ctx.conditions(self.vs)
+            if past:
+                return Outcome(
+                    NOT_MET,
+                    f"{self.label} recorded only as resolved or inactive (not concomitant)",
+                    tuple(c.evidence() for c in past),
+                )
         return Outcome(
             NOT_MET,
             f"no {self.label} recorded",
@@ -366,14 +400,19 @@ class Malignancy:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
         cutoff = add_years(ctx.as_of, -self.years)
         exc_refs = {c.ref for c in ctx.conditions(self.exceptions)}
-        lpd = [c for c in ctx.conditions(self.lymphoproliferative) if c.ref not in exc_refs]
+        all_lpd = [c for c in ctx.conditions(self.lymphoproliferative) if c.ref not in exc_refs]
+        lpd = [c for c in all_lpd if not c.unconfirmed]
         if lpd:
             return Outcome(MET, "lymphoproliferative disease recorded", tuple(c.evidence() for c in lpd))
         met: list[ConditionFact] = []
-        review: list[ConditionFact] = []
+        review: list[ConditionFact] = [c for c in all_lpd if c.unconfirmed]
         old: list[ConditionFact] = []
+        lpd_refs = {c.ref for c in review}
         for c in ctx.conditions(self.malignant):
-            if c.ref in exc_refs:
+            if c.ref in exc_refs or c.ref in lpd_refs:
+                continue
+            if c.unconfirmed:
+                review.append(c)
                 continue
             if c.active and c.abatement is None:
                 met.append(c)
@@ -448,7 +487,19 @@ class LabTest:
                 f"no {self.analyte.name} result in the last {days} days",
                 (Evidence("Observation", f"no usable {self.analyte.name} result within {days} days"),),
             )
-        latest = results[0]
+        outcome = self._judge(results[0])
+        ties = [lv for lv in results[1:] if lv.order_key == results[0].order_key]
+        for tie in ties:
+            other = self._judge(tie)
+            if other.status is not outcome.status:
+                return Outcome(
+                    UNKNOWN,
+                    f"two {self.analyte.name} results at the same time disagree: {outcome.reason}; {other.reason}",
+                    outcome.evidence + other.evidence,
+                )
+        return outcome
+
+    def _judge(self, latest: LabValue) -> Outcome:
         if latest.value is None:
             return Outcome(
                 UNKNOWN,
@@ -523,7 +574,7 @@ class ClinicalSledai:
     def _scores(self, ctx: Context) -> list[tuple[str, date, float, str]]:
         days = ctx.policy.sledai_window_days
         local = ValueSet.of("SLEDAI local", ctx.policy.sledai_local_codes)
-        out: list[tuple[str, date, float, str]] = []
+        out: list[tuple[str, date, float, str, tuple[date, datetime] | None]] = []
         for o in ctx.record.of("Observation"):
             if o.status not in ("final", "amended", "corrected"):
                 continue
@@ -532,12 +583,12 @@ class ClinicalSledai:
             when = facts._obs_date(o)
             if when is None or when > ctx.as_of or when < ctx.as_of - timedelta(days=days):
                 continue
-            q = o.valueQuantity
-            if q is None or q.value is None or q.comparator:
+            raw = observations.read_value(o)
+            if raw.number is None or raw.comparator or raw.titre:
                 continue
-            out.append((f"Observation/{o.id}", when, float(q.value), facts.quantity_text(q)))
-        out.sort(key=lambda t: (t[1], t[0]), reverse=True)
-        return out
+            out.append((f"Observation/{o.id}", when, raw.number, raw.text, facts._obs_time(o)))
+        out.sort(key=lambda t: t[4] or (t[1], datetime.min.replace(tzinfo=UTC)), reverse=True)
+        return [(ref, when, value, text) for ref, when, value, text, _ in out]
 
     def _serology_points(self, ctx: Context) -> tuple[int, int, list[Evidence]]:
         """(min, max) points the serology items can contribute, with the evidence used."""
@@ -625,7 +676,8 @@ class RenalSeverity:
     def _derived_egfr(self, ctx: Context) -> Outcome | None:
         p = ctx.record.patient
         results = ctx.labs(self.creatinine, ctx.policy.safety_lab_window_days)
-        if p is None or not results or results[0].value is None or p.gender not in ("male", "female"):
+        sex = clinical_sex(p).sex
+        if p is None or not results or results[0].value is None or sex is None:
             return None
         birth = span(p.birthDate)
         lv = results[0]
@@ -633,7 +685,7 @@ class RenalSeverity:
         if birth is None or not birth.exact or lv.value.lo != lv.value.hi:
             return None
         age = age_on(birth.earliest, lv.when)
-        egfr = ckd_epi_2021(lv.value.lo, age, p.gender == "female")
+        egfr = ckd_epi_2021(lv.value.lo, age, sex == "female")
         decided = egfr < self.egfr_threshold
         ev = Evidence(
             lv.ref,
@@ -696,8 +748,19 @@ class Pregnancy:
 
     def evaluate(self, ctx: Context) -> Outcome:
         p = ctx.record.patient
-        if p is not None and p.gender == "male":
-            return Outcome(NOT_MET, "male patient", (Evidence(f"Patient/{p.id}", "Patient.gender male"),))
+        sex = clinical_sex(p)
+        if p is not None and sex.sex == "male":
+            return Outcome(NOT_MET, "male patient", (Evidence(f"Patient/{p.id}", "; ".join(sex.sources)),))
+        sex_note: tuple[Evidence, ...] = ()
+        if p is not None and sex.conflicting:
+            sex_note = (
+                Evidence(
+                    f"Patient/{p.id}",
+                    f"sex recorded inconsistently ({'; '.join(sex.sources)}): treated as possibly pregnant",
+                    flags=(Flag.NEEDS_REVIEW,),
+                ),
+            )
+        unconfirmed: list[ConditionFact] = []
         if "Condition" in ctx.record.searched:
             recent = ctx.as_of - timedelta(days=self.max_pregnancy_days)
             preg = [
@@ -706,29 +769,48 @@ class Pregnancy:
                 if c.active and (c.onset is None or c.onset.latest >= recent)
             ]
             bf = [c for c in ctx.conditions(self.breastfeeding) if c.active]
-            if preg or bf:
-                return Outcome(MET, "pregnancy or breastfeeding recorded", tuple(c.evidence() for c in preg + bf))
+            confirmed = [c for c in preg + bf if not c.unconfirmed]
+            unconfirmed = [c for c in preg + bf if c.unconfirmed]
+            if confirmed:
+                return Outcome(MET, "pregnancy or breastfeeding recorded", tuple(c.evidence() for c in confirmed))
         if "Observation" in ctx.record.searched:
             tests = ctx.labs(self.tests, ctx.policy.pregnancy_test_window_days)
             for lv in tests:
-                codes = set(lv.coded)
-                if codes & self.positive_codes:
+                if lv.qualitative == "positive" or set(lv.coded) & self.positive_codes:
                     return Outcome(
                         MET,
                         f"positive pregnancy test on {lv.when}",
                         (lv.evidence("pregnancy test positive"),),
                     )
-            for lv in tests:
-                if set(lv.coded) & self.negative_codes:
+            if unconfirmed:
+                return Outcome(
+                    UNKNOWN,
+                    "pregnancy or breastfeeding coded but not confirmed: needs review",
+                    tuple(c.evidence() for c in unconfirmed) + sex_note,
+                )
+            if tests:
+                latest = tests[0]
+                if latest.qualitative == "negative" or set(latest.coded) & self.negative_codes:
                     return Outcome(
                         NOT_MET,
-                        f"negative pregnancy test on {lv.when}; no pregnancy or breastfeeding recorded",
-                        (lv.evidence("pregnancy test negative"),),
+                        f"negative pregnancy test on {latest.when}; no pregnancy or breastfeeding recorded",
+                        (latest.evidence("pregnancy test negative"), *sex_note),
                     )
+                return Outcome(
+                    UNKNOWN,
+                    f"latest pregnancy test on {latest.when} is not readable as positive or negative",
+                    (latest.evidence(f"pregnancy test: {latest.problem or 'not understood'}"), *sex_note),
+                )
+        if unconfirmed:
+            return Outcome(
+                UNKNOWN,
+                "pregnancy or breastfeeding coded but not confirmed: needs review",
+                tuple(c.evidence() for c in unconfirmed) + sex_note,
+            )
         return Outcome(
             UNKNOWN,
             f"no pregnancy test in the last {ctx.policy.pregnancy_test_window_days} days",
-            (Evidence("Observation", "no recent pregnancy test or status"),),
+            (Evidence("Observation", "no recent pregnancy test or status"), *sex_note),
         )
 
 
@@ -1025,12 +1107,19 @@ class SteroidRequiringCondition:
     def evaluate(self, ctx: Context) -> Outcome:
         if (missing := _searched(ctx, "Condition")) is not None:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
-        active = [c for c in ctx.conditions(self.conditions) if c.active]
-        if not active:
+        active_any = [c for c in ctx.conditions(self.conditions) if c.active]
+        if not active_any:
             return Outcome(
                 NOT_MET,
                 f"no active {self.conditions.name} recorded",
                 (Evidence("Condition", f"no active {self.conditions.name}"),),
+            )
+        active = [c for c in active_any if not c.unconfirmed]
+        if not active:
+            return Outcome(
+                UNKNOWN,
+                f"{self.conditions.name} coded but not confirmed: needs review",
+                tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in active_any),
             )
         refs = {c.ref for c in active}
         start = ctx.as_of - timedelta(days=self.days)

@@ -57,10 +57,22 @@ class Trial:
         return dataclasses.replace(self, policy=dataclasses.replace(self.policy, **changes))
 
     def observation_is_relevant(self, raw: Mapping[str, Any]) -> bool:
-        """Cheap pre-filter on raw JSON: could any criterion read this Observation (by its code)?"""
+        """Cheap pre-filter on raw JSON: could any criterion read this Observation (by its code, or
+        by a component's code: panels carry results as components)?"""
         code = raw.get("code")
         if not isinstance(code, Mapping):
             return True  # let validation report it
+        if self._concept_is_relevant(code):
+            return True
+        components = raw.get("component")
+        if isinstance(components, list):
+            for comp in components:
+                if isinstance(comp, Mapping) and isinstance(comp.get("code"), Mapping):
+                    if self._concept_is_relevant(comp["code"]):
+                        return True
+        return False
+
+    def _concept_is_relevant(self, code: Mapping[str, Any]) -> bool:
         codings = code.get("coding")
         pairs: list[tuple[str | None, str | None]] = []
         texts: list[str | None] = []

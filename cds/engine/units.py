@@ -2,8 +2,9 @@
 
 Rules, in order:
 1. The unit is read from `Quantity.code` when `Quantity.system` is UCUM, else from `Quantity.unit`.
-   A few common non-UCUM spellings seen in lab feeds ("K/uL", "IU/mL", ...) are mapped to their
-   UCUM code by `NON_UCUM_SPELLINGS`; anything else that does not parse is unconvertible.
+   Non-UCUM spellings seen in lab feeds ("K/uL", "Thousand/uL", "10^9/L", "mg/dl", "IU/mL", ...) are
+   mapped to their UCUM code by the one table in `cds.engine.unit_aliases`; anything else that does
+   not parse is unconvertible.
 2. Conversion is dimensional (pint). Arbitrary units ([IU], [arb'U], per-field counts) only convert
    to themselves: "U/mL" is never "[IU]/mL", and "[IU]/mL" is never a cell count.
 3. Substance <-> mass (umol/L <-> mg/dL, mg/mmol <-> mg/g) needs the analyte's molar mass, passed
@@ -18,41 +19,12 @@ import threading
 from decimal import Decimal
 from typing import Any
 
+from cds.engine import unit_aliases
+
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 
-# Non-UCUM spellings that are unambiguous in a laboratory value context. Keys are compared exactly
-# (case-sensitive), since UCUM is case-sensitive ("K/uL" would otherwise parse as kelvin per uL).
-NON_UCUM_SPELLINGS: dict[str, str] = {
-    "K/uL": "10*3/uL",
-    "K/µL": "10*3/uL",
-    "x10^3/uL": "10*3/uL",
-    "x10E3/uL": "10*3/uL",
-    "10^3/uL": "10*3/uL",
-    "x10^9/L": "10*9/L",
-    "10^9/L": "10*9/L",
-    "x10E9/L": "10*9/L",
-    "cells/uL": "/uL",
-    "IU/mL": "[IU]/mL",
-    "IU/ml": "[IU]/mL",
-    "kIU/L": "k[IU]/L",
-    "IU/L": "[IU]/L",
-    "µmol/L": "umol/L",
-    "μmol/L": "umol/L",
-    "mg/24h": "mg/(24.h)",
-    "mg/24 h": "mg/(24.h)",
-    "g/24h": "g/(24.h)",
-    "g/24 h": "g/(24.h)",
-    "°C": "Cel",
-    "degC": "Cel",
-    "°F": "[degF]",
-    "degF": "[degF]",
-    "mL/min/1.73m2": "mL/min/{1.73_m2}",
-    "mL/min/1.73 m2": "mL/min/{1.73_m2}",
-    "tablet": "{tbl}",
-    "tablets": "{tbl}",
-    "TAB": "{tbl}",
-    "capsule": "{capsule}",
-}
+# The one table of non-UCUM lab spellings lives in `cds.engine.unit_aliases` (documented there).
+NON_UCUM_SPELLINGS: dict[str, str] = unit_aliases.EXACT
 
 # pint unit names that are arbitrary (UCUM "arbitrary units" or counts per field): such a unit
 # converts only to a unit with the same set of arbitrary units.
@@ -90,7 +62,7 @@ def normalise_code(code: str | None, unit: str | None, system: str | None) -> st
         raw = code.strip()
     else:
         return None
-    return NON_UCUM_SPELLINGS.get(raw, raw)
+    return unit_aliases.to_ucum(raw) if raw else None
 
 
 @functools.lru_cache(maxsize=512)
