@@ -125,12 +125,14 @@ class Analyte:
 class RouteClass(StrEnum):
     ORAL = "oral"
     INTRAVENOUS = "intravenous"
-    OTHER_SYSTEMIC = "other-systemic"  # IM, SC
+    OTHER_SYSTEMIC = "other-systemic"  # subcutaneous, intramuscular, sublingual, buccal
     TOPICAL = "topical"
     OPHTHALMIC = "ophthalmic"
     INHALED = "inhaled"
+    NASAL = "nasal"
     LOCAL_INJECTION = "local-injection"  # intra-articular, intralesional
     RECTAL = "rectal"
+    OTHER_LOCAL = "other-local"  # vaginal, otic, intradermal
     UNKNOWN = "unknown"
 
 

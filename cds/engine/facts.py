@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cds.engine import observations, units
+from cds.engine import observations, routes, units
 from cds.engine.definition import (
     RXNORM,
     Analyte,
@@ -600,31 +600,13 @@ _TIMING_CODE_PER_DAY = {
 
 _COUNT_UNITS = frozenset({"{tbl}", "{tablet}", "{tablets}", "{capsule}", "{cap}", "{caps}", "1", "{count}", "{dose}"})
 
-_ROUTE_PATTERNS: tuple[tuple[RouteClass, re.Pattern[str]], ...] = (
-    (RouteClass.OPHTHALMIC, re.compile(r"ophthalm|ocular|\beye\b|conjunctiv", re.I)),
-    (RouteClass.INHALED, re.compile(r"inhal|nasal|respirat|nebuli", re.I)),
-    (RouteClass.LOCAL_INJECTION, re.compile(r"intra-?articular|intralesional|intravitreal", re.I)),
-    (
-        RouteClass.TOPICAL,
-        re.compile(r"topical|cutaneous|transdermal|\bskin\b|ointment|cream|lotion|\bgel\b", re.I),
-    ),
-    (RouteClass.RECTAL, re.compile(r"rectal|suppositor|enema", re.I)),
-    (RouteClass.INTRAVENOUS, re.compile(r"intraven|\bIV\b|infusion|injectable|injection", re.I)),
-    (RouteClass.OTHER_SYSTEMIC, re.compile(r"intramusc|subcut|\bIM\b|\bSC\b|\bSQ\b", re.I)),
-    (RouteClass.ORAL, re.compile(r"\boral|by mouth|\bPO\b|tablet|capsule|swallow", re.I)),
-)
 _STRENGTH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*MG(?!\s*/)", re.I)
 _STRENGTH_PER_ML_RE = re.compile(r"(\d+(?:\.\d+)?)\s*MG\s*/\s*ML", re.I)
 
 
 def classify_route(*texts: str | None) -> RouteClass:
-    for text in texts:
-        if not text:
-            continue
-        for route, pat in _ROUTE_PATTERNS:
-            if pat.search(text):
-                return route
-    return RouteClass.UNKNOWN
+    """Route named by free text (see `cds.engine.routes`)."""
+    return routes.classify_text(*texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -838,7 +820,7 @@ def _daily_dose(
         if d.asNeededBoolean or d.asNeededCodeableConcept is not None:
             as_needed = True
         if d.route is not None and route is RouteClass.UNKNOWN:
-            route = classify_route(d.route.text, *[c.display for c in d.route.coding or []])
+            route = routes.classify(d.route)
         per_admin, problem, from_text = _per_administration_mg(drug, concept, medication, _dose_quantity(d))
         if per_admin is None:
             return None, problem, as_needed, derived, route
@@ -858,7 +840,7 @@ def _admin_dose(
         return None, "no dosage", False, RouteClass.UNKNOWN
     route = RouteClass.UNKNOWN
     if dosage.route is not None:
-        route = classify_route(dosage.route.text, *[c.display for c in dosage.route.coding or []])
+        route = routes.classify(dosage.route)
     per_admin, problem, derived = _per_administration_mg(drug, concept, medication, dosage.dose)
     return per_admin, problem, derived, route
 
