@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cds.engine import observations, routes, units
+from cds.engine import sig as sig_text
 from cds.engine.definition import (
     RXNORM,
     Analyte,
@@ -159,8 +160,13 @@ def _concept_display(concept: Any) -> str:
     return "(no code)"
 
 
-_AGE_UNITS_DAYS = {"a": 365.25, "yr": 365.25, "year": 365.25, "years": 365.25, "mo": 30.4375, "month": 30.4375,
-                   "months": 30.4375, "wk": 7.0, "week": 7.0, "weeks": 7.0, "d": 1.0, "day": 1.0, "days": 1.0}  # fmt: skip
+_YEAR, _MONTH = 365.25, 30.4375
+_AGE_UNITS_DAYS = {
+    **dict.fromkeys(("a", "yr", "year", "years"), _YEAR),
+    **dict.fromkeys(("mo", "month", "months"), _MONTH),
+    **dict.fromkeys(("wk", "week", "weeks"), 7.0),
+    **dict.fromkeys(("d", "day", "days"), 1.0),
+}
 
 
 def _age_bounds(age: Any, birth: Span) -> Span | None:
@@ -581,6 +587,8 @@ _MS_ONGOING = frozenset({"active", "on-hold"})
 _MR_IGNORED = frozenset({"entered-in-error", "cancelled", "draft"})
 _MR_ONGOING = frozenset({"active", "on-hold"})
 _MA_IGNORED = frozenset({"entered-in-error", "not-done"})
+# A dispense is evidence of use only once handed over: not cancelled, declined, stopped or pending.
+_MD_IGNORED = frozenset({"entered-in-error", "cancelled", "declined", "stopped", "preparation", "on-hold"})
 
 _PERIOD_PER_DAY = {
     "s": 86400.0,
@@ -627,6 +635,7 @@ class Exposure:
     flags: tuple[Flag, ...] = ()
     reason_codes: tuple[Any, ...] = ()  # CodeableConcepts from reasonCode
     reason_refs: tuple[str, ...] = ()  # references from reasonReference
+    frequency: float | None = None  # administrations per day (first dosage line), when known
 
     def overlaps(self, window_start: date, as_of: date, max_undated_course_days: int) -> bool | None:
         """Was the drug taken at some point in [window_start, as_of]? None = cannot tell."""
@@ -806,31 +815,71 @@ def _dose_quantity(dosage: Any) -> Any:
     return None
 
 
+def _sig_dose(
+    drug: Drug, concept: Any, medication: Any | None, parsed: sig_text.Sig | None
+) -> tuple[tuple[float, float] | None, str | None]:
+    """Per-administration mg from a parsed sig, or (None, problem)."""
+    if parsed is None:
+        return None, "no dose"
+    if parsed.problem:
+        return None, f"sig not read: {parsed.problem}"
+    if parsed.mg_per_admin is not None:
+        return (parsed.mg_per_admin, parsed.mg_per_admin), None
+    if parsed.count_per_admin is not None:
+        strength, _ = _strength_mg(drug, concept, medication, per_ml=False)
+        if strength is None:
+            return None, "dose in units without a known strength"
+        return (parsed.count_per_admin * strength, parsed.count_per_admin * strength), None
+    return None, "no dose"
+
+
 def _daily_dose(
     drug: Drug, concept: Any, medication: Any | None, dosages: list[Any], single_administration: bool
-) -> tuple[tuple[float, float] | None, str | None, bool, bool, RouteClass]:
-    """Sum over dosage lines: (daily mg range, problem, as_needed, derived, route from dosage)."""
+) -> tuple[tuple[float, float] | None, str | None, bool, bool, RouteClass, float | None]:
+    """Sum over dosage lines: (daily mg range, problem, as_needed, derived, route from dosage,
+    administrations per day of the first line). The sig text (Dosage.text) fills a missing
+    structured dose or timing only when it is unambiguous (`cds.engine.sig`); evidence is DERIVED."""
     if not dosages:
-        return None, "no dosage instructions", False, False, RouteClass.UNKNOWN
+        return None, "no dosage instructions", False, False, RouteClass.UNKNOWN, None
     lo = hi = 0.0
     as_needed = False
     derived = False
     route = RouteClass.UNKNOWN
+    frequency: float | None = None
     for d in dosages:
         if d.asNeededBoolean or d.asNeededCodeableConcept is not None:
             as_needed = True
-        if d.route is not None and route is RouteClass.UNKNOWN:
-            route = routes.classify(d.route)
-        per_admin, problem, from_text = _per_administration_mg(drug, concept, medication, _dose_quantity(d))
+        quantity = _dose_quantity(d)
+        parsed = sig_text.parse(d.text) if (quantity is None or d.timing is None) else None
+        if parsed is not None and parsed.as_needed:
+            as_needed = True
+        if route is RouteClass.UNKNOWN:
+            if d.route is not None:
+                route = routes.classify(d.route)
+            elif parsed is not None:
+                route = parsed.route
+        if quantity is not None:
+            per_admin, problem, from_text = _per_administration_mg(drug, concept, medication, quantity)
+        else:
+            per_admin, problem = _sig_dose(drug, concept, medication, parsed)
+            from_text = per_admin is not None
         if per_admin is None:
-            return None, problem, as_needed, derived, route
-        per_day, problem = _per_day(d, single_administration)
+            return None, problem, as_needed, derived, route, frequency
+        if d.timing is None and not single_administration and parsed is not None and parsed.per_day is not None:
+            if parsed.problem:
+                return None, f"sig not read: {parsed.problem}", as_needed, derived, route, frequency
+            per_day: tuple[float, float] | None = (parsed.per_day, parsed.per_day)
+            from_text = True
+        else:
+            per_day, problem = _per_day(d, single_administration)
         if per_day is None:
-            return None, problem, as_needed, derived, route
+            return None, problem, as_needed, derived, route, frequency
+        if frequency is None:
+            frequency = per_day[0]
         lo += per_admin[0] * per_day[0]
         hi += per_admin[1] * per_day[1]
         derived = derived or from_text
-    return (units.tidy(lo), units.tidy(hi)), None, as_needed, derived, route
+    return (units.tidy(lo), units.tidy(hi)), None, as_needed, derived, route, frequency
 
 
 def _admin_dose(
@@ -839,8 +888,14 @@ def _admin_dose(
     if dosage is None:
         return None, "no dosage", False, RouteClass.UNKNOWN
     route = RouteClass.UNKNOWN
+    parsed = sig_text.parse(dosage.text) if dosage.text else None
     if dosage.route is not None:
         route = routes.classify(dosage.route)
+    elif parsed is not None:
+        route = parsed.route
+    if dosage.dose is None and parsed is not None:
+        per_admin, problem = _sig_dose(drug, concept, medication, parsed)
+        return per_admin, problem, per_admin is not None, route
     per_admin, problem, derived = _per_administration_mg(drug, concept, medication, dosage.dose)
     return per_admin, problem, derived, route
 
@@ -848,7 +903,7 @@ def _admin_dose(
 def exposures(record: PatientRecord, drugs: tuple[Drug, ...], as_of: date) -> list[Exposure]:
     """Usable exposures to any of `drugs` from MedicationStatement/Request/Administration."""
     out: list[Exposure] = []
-    for rtype in ("MedicationStatement", "MedicationRequest", "MedicationAdministration"):
+    for rtype in ("MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"):
         for res in record.of(rtype):
             exp = _exposure(record, rtype, res, drugs, as_of)
             if exp is not None:
@@ -858,7 +913,11 @@ def exposures(record: PatientRecord, drugs: tuple[Drug, ...], as_of: date) -> li
 
 def _exposure(record: PatientRecord, rtype: str, res: Any, drugs: tuple[Drug, ...], as_of: date) -> Exposure | None:
     status = res.status
-    ignored = {"MedicationStatement": _MS_IGNORED, "MedicationRequest": _MR_IGNORED}.get(rtype, _MA_IGNORED)
+    ignored = {
+        "MedicationStatement": _MS_IGNORED,
+        "MedicationRequest": _MR_IGNORED,
+        "MedicationDispense": _MD_IGNORED,
+    }.get(rtype, _MA_IGNORED)
     if status in ignored:
         return None
     concept, medication = _medication_concept(res, record)
@@ -869,6 +928,16 @@ def _exposure(record: PatientRecord, rtype: str, res: Any, drugs: tuple[Drug, ..
         if (m := d.value_set.match(concept)) is not None:
             drug, match = d, m
             break
+    if (drug is None or match is None) and medication is not None:
+        # a Medication coded only by its ingredients (or by a local code with RxNorm ingredients)
+        for ing in medication.ingredient or []:
+            item = ing.itemCodeableConcept
+            for d in drugs:
+                if item is not None and (m := d.value_set.match(item)) is not None:
+                    drug, match = d, m
+                    break
+            if drug is not None:
+                break
     if drug is None or match is None:
         return None
     label = _concept_display(concept)
@@ -890,7 +959,7 @@ def _exposure(record: PatientRecord, rtype: str, res: Any, drugs: tuple[Drug, ..
             da = span(res.dateAsserted)
             anchor = start or (da.latest if da else None)
         ongoing = status in _MS_ONGOING
-        daily, problem, as_needed, derived, d_route = _daily_dose(
+        daily, problem, as_needed, derived, d_route, frequency = _daily_dose(
             drug, concept, medication, list(res.dosage or []), False
         )
     elif rtype == "MedicationRequest":
@@ -914,7 +983,24 @@ def _exposure(record: PatientRecord, rtype: str, res: Any, drugs: tuple[Drug, ..
             if bd.value is not None and (bd.code or bd.unit) in ("d", "day", "days"):
                 end = start + timedelta(days=int(bd.value))
         ongoing = status in _MR_ONGOING
-        daily, problem, as_needed, derived, d_route = _daily_dose(drug, concept, medication, dosages, False)
+        daily, problem, as_needed, derived, d_route, frequency = _daily_dose(drug, concept, medication, dosages, False)
+    elif rtype == "MedicationDispense":  # a fill: taken from hand-over for daysSupply days
+        handed = span(res.whenHandedOver or res.whenPrepared)
+        start = handed.earliest if handed else None
+        supply = res.daysSupply
+        supply_days = (
+            float(supply.value)
+            if supply is not None
+            and supply.value is not None
+            and (supply.code or supply.unit or "d") in ("d", "day", "days", "D")
+            else None
+        )
+        if start is not None and supply_days is not None and supply_days >= 1:
+            end = start + timedelta(days=int(supply_days) - 1)
+        ongoing = False
+        daily, problem, as_needed, derived, d_route, frequency = _daily_dose(
+            drug, concept, medication, list(res.dosageInstruction or []), False
+        )
     else:  # MedicationAdministration: a dose given on a day (or over a period)
         if res.effectiveDateTime is not None:
             s = span(res.effectiveDateTime)
@@ -928,6 +1014,7 @@ def _exposure(record: PatientRecord, rtype: str, res: Any, drugs: tuple[Drug, ..
         per_admin, problem, derived, d_route = _admin_dose(drug, concept, medication, res.dosage)
         daily = per_admin
         as_needed = False
+        frequency = None
     anchor = anchor or start
     if anchor is None:
         return None  # no date at all: cannot place the exposure in time
@@ -965,8 +1052,9 @@ def _exposure(record: PatientRecord, rtype: str, res: Any, drugs: tuple[Drug, ..
         dose_problem=problem,
         as_needed=as_needed,
         flags=tuple(flags),
-        reason_codes=tuple(res.reasonCode or []),
-        reason_refs=tuple(r.reference for r in (res.reasonReference or []) if r.reference),
+        reason_codes=tuple(getattr(res, "reasonCode", None) or []),
+        reason_refs=tuple(r.reference for r in (getattr(res, "reasonReference", None) or []) if r.reference),
+        frequency=frequency,
     )
 
 
@@ -992,6 +1080,11 @@ def medication_activity_dates(record: PatientRecord) -> list[date]:
         if mr.status in _MR_ONGOING:
             out.append(date.max)
         if (s := span(mr.authoredOn)) is not None:
+            out.append(s.latest)
+    for md in record.of("MedicationDispense"):
+        if md.status in _MD_IGNORED:
+            continue
+        if (s := span(md.whenHandedOver or md.whenPrepared)) is not None:
             out.append(s.latest)
     for ma in record.of("MedicationAdministration"):
         if ma.status in _MA_IGNORED:

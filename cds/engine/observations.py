@@ -77,9 +77,7 @@ _NEGATIVE_WORDS = re.compile(
 )
 _INDETERMINATE_WORDS = re.compile(r"^(?:indeterminate|equivocal|borderline|inconclusive|invalid)$", re.I)
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "≤": "<=", "≥": ">=", "=<": "<=", "=>": ">="}
-_NUMBER_RE = re.compile(
-    r"^(?P<cmp><=|>=|=<|=>|<|>|≤|≥)?\s*(?P<num>[+-]?(?:\d+\.?\d*|\.\d+))\s*(?P<rest>.*?)\s*$"
-)
+_NUMBER_RE = re.compile(r"^(?P<cmp><=|>=|=<|=>|<|>|≤|≥)?\s*(?P<num>[+-]?(?:\d+\.?\d*|\.\d+))\s*(?P<rest>.*?)\s*$")
 _TITRE_RE = re.compile(r"^(?P<cmp><=|>=|<|>)?\s*1\s*:\s*(?P<den>\d+)\s*$")
 _FLAG_SUFFIX = re.compile(r"\s*[\(\[]?\s*(?:HH|LL|H|L|A|\*)\s*[\)\]]?\s*$")
 _RANGE_RE = re.compile(
@@ -171,9 +169,7 @@ def parse_number_text(text: str) -> RawValue:
     if _INDETERMINATE_WORDS.match(original):
         return RawValue(original, problem="indeterminate result")
     if m := _TITRE_RE.match(original):
-        return RawValue(
-            original, float(m.group("den")), _COMPARATORS.get(m.group("cmp") or "", None), "{titer}", titre=True
-        )
+        return RawValue(original, float(m.group("den")), _COMPARATORS.get(m.group("cmp") or ""), "{titer}", titre=True)
     m = _NUMBER_RE.match(original)
     if m is None:
         return RawValue(original, problem="text result not understood")
@@ -181,7 +177,7 @@ def parse_number_text(text: str) -> RawValue:
     if rest and re.match(r"^[,\d]", rest):
         return RawValue(original, problem="number not understood (thousands separator or decimal comma)")
     unit = units.normalise_code(None, rest, None) if rest else None
-    return RawValue(original, float(m.group("num")), _COMPARATORS.get(m.group("cmp") or "", None), unit)
+    return RawValue(original, float(m.group("num")), _COMPARATORS.get(m.group("cmp") or ""), unit)
 
 
 def quantity_text(q: Any) -> str:

@@ -13,6 +13,7 @@ Every rule returns an `Outcome` (status, one-line reason, evidence). Rules are p
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -833,16 +834,26 @@ class DrugExposure:
     routes: frozenset[RouteClass] = SYSTEMIC_ROUTES | {RouteClass.UNKNOWN}
     allergy: ValueSet | None = None
     review_procedures: ValueSet | None = None
+    # Routes that neither count nor rule out (e.g. IVIG with no route: it may be subcutaneous).
+    review_routes: frozenset[RouteClass] = frozenset()
+
+    def _review_reason(self, ctx: Context, exp: Exposure) -> str | None:
+        """Why an exposure in the window goes to review instead of counting (None: it counts)."""
+        if exp.route in self.review_routes:
+            return f"route {exp.route.value}: cannot tell whether it is {self.label}"
+        return None
 
     def evaluate(self, ctx: Context) -> Outcome:
         window_start = ctx.as_of - timedelta(days=self.days) if self.days is not None else date.min
         met: list[Evidence] = []
         unknown: list[Evidence] = []
         for exp in ctx.exposures(self.drugs):
-            if exp.route not in self.routes:
+            if exp.route not in self.routes and exp.route not in self.review_routes:
                 continue
             overlap = exp.overlaps(window_start, ctx.as_of, ctx.policy.max_undated_course_days)
-            if overlap:
+            if overlap and (why := self._review_reason(ctx, exp)) is not None:
+                unknown.append(exp.evidence(why, (Flag.NEEDS_REVIEW,)))
+            elif overlap:
                 met.append(exp.evidence())
             elif overlap is None:
                 unknown.append(exp.evidence("stop date not recorded", (Flag.NEEDS_REVIEW,)))
@@ -870,6 +881,39 @@ class DrugExposure:
         if not current:
             return Outcome(UNKNOWN, f"cannot rule out {self.label}: medication list not current", (ev,))
         return Outcome(NOT_MET, f"no {self.label} {span_text} on the medication record", (ev,))
+
+
+_PROPHYLAXIS_TEXT = re.compile(r"prophyla|prevent|suppressi|\bPJP\b|\bPCP\b", re.I)
+
+
+@dataclass(frozen=True)
+class AntiInfectiveTreatment(DrugExposure):
+    """Exclusion "infection requiring antibiotics / antivirals": an anti-infective given to TREAT an
+    infection in the window. Prophylaxis is not treatment: an exposure whose reason names
+    prophylaxis, or (with no reason and no infection recorded) a prophylactic regimen - dosed less
+    than daily (e.g. TMP-SMX three times a week) or taken continuously for `long_term_days` or
+    more - goes to review (unknown), never met."""
+
+    infections: ValueSet | None = None
+    long_term_days: int = 90
+
+    def _review_reason(self, ctx: Context, exp: Exposure) -> str | None:
+        base = DrugExposure._review_reason(self, ctx, exp)
+        if base is not None:
+            return base
+        reason_texts = [t for rc in exp.reason_codes for t in (rc.text, *[c.display for c in rc.coding or []]) if t]
+        if any(_PROPHYLAXIS_TEXT.search(t) for t in reason_texts):
+            return "given as prophylaxis (reason), not treatment of an infection: needs review"
+        if reason_texts or exp.reason_refs:
+            return None  # a stated indication: treatment
+        if self.infections is not None and any(c.active for c in ctx.conditions(self.infections)):
+            return None
+        if exp.frequency is not None and exp.frequency < 1:
+            return "intermittent (prophylactic-type) regimen and no infection recorded: needs review"
+        begin = exp.start or exp.anchor
+        if (ctx.as_of - begin).days >= self.long_term_days and (exp.ongoing or (exp.end or begin) >= ctx.as_of):
+            return f"taken for {self.long_term_days}+ days with no infection recorded (prophylaxis?): needs review"
+        return None
 
 
 @dataclass(frozen=True)
@@ -1034,6 +1078,9 @@ def _stability(exps: Sequence[Exposure], window_start: date, as_of: date, grace_
         return _Stability(NOT_MET, f"stopped {covered_until}, within the window")
     if any(e.as_needed for e in exps):
         return _Stability(UNKNOWN, "taken as needed: a PRN regimen cannot be shown stable")
+    # A fill without dosage instructions shows use (continuity above), not the dose.
+    dosed = [e for e in exps if not (e.ref.startswith("MedicationDispense/") and e.daily_mg is None)]
+    exps = dosed or exps
     if any(e.daily_mg is None for e in exps):
         problem = next(e.dose_problem for e in exps if e.daily_mg is None)
         return _Stability(UNKNOWN, f"dose not computable ({problem})")

@@ -67,9 +67,9 @@ class Trial:
         components = raw.get("component")
         if isinstance(components, list):
             for comp in components:
-                if isinstance(comp, Mapping) and isinstance(comp.get("code"), Mapping):
-                    if self._concept_is_relevant(comp["code"]):
-                        return True
+                code_ = comp.get("code") if isinstance(comp, Mapping) else None
+                if isinstance(code_, Mapping) and self._concept_is_relevant(code_):
+                    return True
         return False
 
     def _concept_is_relevant(self, code: Mapping[str, Any]) -> bool:

@@ -31,6 +31,7 @@ from cds.engine.model import Kind
 from cds.engine.rules import (
     AgeRange,
     AlwaysReview,
+    AntiInfectiveTreatment,
     AnyOf,
     ClinicalSledai,
     CodedDiagnosis,
@@ -207,6 +208,8 @@ EGFR = Analyte(
         "98980-6",
     ),
     "mL/min/{1.73_m2}",
+    # eGFR is reported in mL/min/1.73 m2 everywhere; Epic sends ">60" as a valueString with no unit.
+    implied_unit="mL/min/{1.73_m2}",
 )
 CREATININE = Analyte("creatinine", _loinc("2160-0", "38483-4"), "mg/dL", molar_mass=113.12)
 PREGNANCY_TEST = Analyte("pregnancy test / status", _loinc("2106-3", "82810-3"), "1")
@@ -534,9 +537,9 @@ ANTI_INFECTIVES = (
 SYSTEMIC_OR_UNKNOWN = SYSTEMIC_ROUTES | {RouteClass.UNKNOWN}
 IV_ROUTE = frozenset({RouteClass.INTRAVENOUS, RouteClass.UNKNOWN})
 
-SIROLIMUS_ALLERGY = ValueSet.of(
-    "sirolimus allergy", [(RXNORM, "35302"), (RXNORM, "258355")], text=r"sirolimus|rapamycin"
-)
+# An allergy may name the ingredient, a clinical drug or the brand (Rapamune): the drug's own codes
+# and name pattern (ingredient, products, brand) are the allergy value set.
+SIROLIMUS_ALLERGY = ValueSet.of("sirolimus allergy", SIROLIMUS.value_set.codes, text=SIROLIMUS.name_pattern)
 
 # --------------------------------------------------------------------------- criteria
 
@@ -649,10 +652,11 @@ CRITERIA = (
         E,
         "Other connective tissue / inflammatory disease",
         "Concomitant connective tissue disease or inflammatory disease (systemic sclerosis, RA, DM/PM, etc.)",
-        "any non-refuted systemic sclerosis, RA, dermatomyositis, polymyositis, Sjogren or vasculitis code",
-        "Condition",
-        "conditions not available",
-        ConditionPresent(OTHER_CTD, "other connective tissue disease"),
+        "a concomitant (clinically active) systemic sclerosis, RA, dermatomyositis, polymyositis, Sjogren or "
+        "vasculitis code; in remission or only unconfirmed -> review; resolved / inactive only -> not met",
+        "Condition (clinicalStatus, verificationStatus)",
+        "conditions not available; in remission; unconfirmed / provisional / differential",
+        ConditionPresent(OTHER_CTD, "other connective tissue disease", mode="concomitant"),
     ),
     Criterion(
         "exc-npsle",
@@ -717,12 +721,19 @@ CRITERIA = (
         E,
         "IVIG or prednisone > 100 mg/day within 3 months",
         "Intravenous immunoglobulin or prednisone dose >100mg/day within 3 months",
-        "IVIG within 91 days, or any systemic glucocorticoid dose > 100 mg/day prednisone-equivalent within 91 days",
-        "Medication resources (IVIG by name), Dosage",
-        "parenteral steroid without a computable dose; medication list not current",
+        "intravenous immunoglobulin within 91 days (immunoglobulin by another route does not count; no route -> "
+        "review), or any systemic glucocorticoid dose > 100 mg/day prednisone-equivalent within 91 days",
+        "Medication resources (IVIG by name, route), Dosage",
+        "immunoglobulin without a route; parenteral steroid without a computable dose; medication list not current",
         AnyOf(
             (
-                DrugExposure((IVIG,), "IVIG", 91, SYSTEMIC_OR_UNKNOWN),
+                DrugExposure(
+                    (IVIG,),
+                    "IVIG",
+                    91,
+                    frozenset({RouteClass.INTRAVENOUS}),
+                    review_routes=frozenset({RouteClass.UNKNOWN}),
+                ),
                 SteroidDoseAbove(GLUCOCORTICOIDS, 100.0, 91),
             )
         ),
@@ -752,10 +763,11 @@ CRITERIA = (
         E,
         "Active or uncontrolled infection",
         "Concurrent active or uncontrolled infection (such as tuberculosis and hepatitis) requiring antibiotics or antivirus",
-        "active TB / hepatitis B or C / sepsis with onset in 90 days, or an antibiotic/antiviral in 14 days -> met; "
+        "active TB / hepatitis B or C / sepsis with onset in 90 days, or an antibiotic/antiviral TREATING an infection "
+        "in 14 days -> met; prophylaxis (reason, or an intermittent or 90+ day regimen with no infection recorded), "
         "older active chronic infection or HIV -> review",
-        "Condition, Medication resources",
-        "conditions or medications not available; chronic infection (review)",
+        "Condition, Medication resources (reasonCode / reasonReference, timing)",
+        "conditions or medications not available; chronic infection (review); prophylactic anti-infective (review)",
         AnyOf(
             (
                 ConditionPresent(
@@ -766,7 +778,13 @@ CRITERIA = (
                     review=INFECTION_REVIEW,
                     review_reason="chronic infection: needs investigator review",
                 ),
-                DrugExposure(ANTI_INFECTIVES, "antibiotic/antiviral treatment", 14, SYSTEMIC_OR_UNKNOWN),
+                AntiInfectiveTreatment(
+                    ANTI_INFECTIVES,
+                    "antibiotic/antiviral treatment",
+                    14,
+                    SYSTEMIC_OR_UNKNOWN,
+                    infections=INFECTION_ACTIVE | INFECTION_REVIEW,
+                ),
             )
         ),
     ),
