@@ -354,6 +354,9 @@ class LabValue:
             notes.append(f"panel component {self.component}")
         if self.report:
             notes.append(f"reported in {self.report}")
+        flags_ = [c for c in self.interpretation if c != "N"]
+        if self.value is not None and flags_:
+            notes.append("lab flag " + ", ".join(f"{c} ({observations.INTERPRETATION_TEXT.get(c, c)})" for c in flags_))
         if self.unit_assumed:
             notes.append(f"no unit stated: read as {self.unit_assumed}")
             fl.append(Flag.DERIVED)

@@ -79,7 +79,8 @@ _INDETERMINATE_WORDS = re.compile(r"^(?:indeterminate|equivocal|borderline|incon
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "≤": "<=", "≥": ">=", "=<": "<=", "=>": ">="}
 _NUMBER_RE = re.compile(r"^(?P<cmp><=|>=|=<|=>|<|>|≤|≥)?\s*(?P<num>[+-]?(?:\d+\.?\d*|\.\d+))\s*(?P<rest>.*?)\s*$")
 _TITRE_RE = re.compile(r"^(?P<cmp><=|>=|<|>)?\s*1\s*:\s*(?P<den>\d+)\s*$")
-_FLAG_SUFFIX = re.compile(r"\s*[\(\[]?\s*(?:HH|LL|H|L|A|\*)\s*[\)\]]?\s*$")
+# A lab flag printed after the value: "45 H", "2.1 K/uL (L)", "130*" (never the L of "U/L").
+_FLAG_SUFFIX = re.compile(r"\s*[\(\[]\s*(?:HH|LL|H|L|A)\s*[\)\]]\s*$|(?:^|\s+)(?:HH|LL|H|L|A)\s*$|\s*\*+\s*$")
 _RANGE_RE = re.compile(
     r"^\s*(?P<lo>[+-]?\d+(?:\.\d+)?)\s*(?:-|–|—|to)\s*(?P<hi>[+-]?\d+(?:\.\d+)?)\s*(?P<unit>[^\d\s].*?)?\s*$",
     re.I,

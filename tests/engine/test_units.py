@@ -60,3 +60,41 @@ def test_non_ucum_spellings_are_normalised_only_from_unit_text():
 
 def test_creatinine_ratio_in_mg_per_mmol_needs_molar_mass():
     assert units.convert(396, "mg/mmol", "mg/g", 113.12) == pytest.approx(3500.7, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "ucum"),
+    [
+        ("K/uL", "10*3/uL"),
+        ("Thousand/uL", "10*3/uL"),
+        ("x10E3/uL", "10*3/uL"),
+        ("10^9/L", "10*9/L"),
+        ("×10⁹/L", "10*9/L"),
+        ("mg/dl", "mg/dL"),
+        ("MG/DL", "mg/dL"),
+        ("g/l", "g/L"),
+        ("IU/mL", "[IU]/mL"),
+        ("umol/L", "umol/L"),
+        ("µmol/L", "umol/L"),
+        ("mmol/L", "mmol/L"),
+        ("10*3/uL", "10*3/uL"),
+        ("/uL", "/uL"),
+        ("mcg/dL", "ug/dL"),
+    ],
+)
+def test_lab_unit_alias_table_maps_spellings_to_ucum(spelling: str, ucum: str) -> None:
+    code = units.normalise_code(None, spelling, None)
+    assert code == ucum
+    assert units.parses(code)
+
+
+def test_case_sensitive_prefixes_are_not_folded() -> None:
+    # mU/L (milli) and MU/L (mega) differ only by case: neither is in the caseless table
+    assert units.normalise_code(None, "MU/L", None) == "MU/L"
+    assert units.normalise_code(None, "mU/L", None) == "mU/L"
+
+
+def test_unmappable_unit_does_not_convert() -> None:
+    code = units.normalise_code(None, "bananas/uL", None)
+    assert code is not None
+    assert units.convert(2.5, code, "10*9/L") is None
