@@ -130,8 +130,10 @@ def build_queries(observation_codes: Iterable[tuple[str, str]]) -> tuple[Prefetc
         PrefetchQuery("medicationStatements", "MedicationStatement", patient),
         PrefetchQuery("medicationRequests", "MedicationRequest", patient),
         PrefetchQuery("medicationAdministrations", "MedicationAdministration", patient),
+        PrefetchQuery("medicationDispenses", "MedicationDispense", patient),
         PrefetchQuery("procedures", "Procedure", patient),
         PrefetchQuery("allergies", "AllergyIntolerance", patient),
+        PrefetchQuery("diagnosticReports", "DiagnosticReport", patient, since_param="date"),
     )
 
 
