@@ -66,6 +66,13 @@ def _loaded() -> dict[str, frozenset[str]]:
     return icd10cm.load_expansions(EXPANSION_FILE, ICD10CM_ITEMS)
 
 
+def release() -> str:
+    """The ICD-10-CM release the committed expansion was made from."""
+    import json
+
+    return str(json.loads(EXPANSION_FILE.read_text(encoding="utf-8"))["release"])
+
+
 def icd10cm_codes(name: str) -> frozenset[str]:
     """The ICD-10-CM codes of one declared value set (from the committed expansion)."""
     return _loaded()[name]
