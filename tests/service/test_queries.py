@@ -253,3 +253,20 @@ def test_build_request_prefetches_the_category_template() -> None:
         any(c["code"] in ("survey", "exam") for cat in e["resource"]["category"] for c in cat["coding"])
         for e in entries
     )
+
+
+def test_text_only_total_outside_the_fetched_categories_is_not_read_by_the_file_path_either() -> None:
+    """The engine reads only what the hook fetches: a total named only in text, in a category the
+    service does not fetch, is left out everywhere (the criterion stays unknown, never met)."""
+    uncategorised = {
+        **_sledai_by_text(),
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+    }
+    record = [patient(), sle_condition(), uncategorised]
+    assert retrieved(record, PID) == [patient(), sle_condition()]
+    assert _sledai_status(report(record, PID)) is Status.UNKNOWN
+    assert report(record, PID) == report(retrieved(record, PID), PID)
+    site = TRIAL.with_policy(observation_text_categories=((OBSERVATION_CATEGORY, "laboratory"),))
+    assert (OBSERVATION_CATEGORY, "laboratory") in site.observation_categories
+    read = evaluate(record, patient_id=PID, as_of=AS_OF, searched=SEARCHED, trial=site)
+    assert _sledai_status(read) is Status.MET
