@@ -397,14 +397,14 @@ def bench_fetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases: li
     from cds.config import Settings
     from cds.fhir.gateway import GatewayLimits
     from cds.sandbox import HapiSandbox, free_port, load_bundles
-    from cds.service.prefetch import build_queries
+    from cds.service.prefetch import queries_for
     from cds.trials.nct04582136 import TRIAL
 
     chosen = [c for c in all_cases if c.name in ("non-lupus", "typical", "heavy")]
     ids = {c.name: f"bench-{c.name}" for c in chosen}
     counts = {"non-lupus": (60, 10), "typical": (60, 10), "heavy": (30, 6)}
     limits = GatewayLimits.from_settings(Settings())
-    queries = build_queries(TRIAL.observation_codes)  # the service's (`ServiceState.queries`)
+    queries = queries_for(TRIAL)  # the service's (`ServiceState.queries`)
     since = TRIAL.observation_cutoff(AS_OF)  # what the service passes to gather_data (CDS_AS_OF = AS_OF)
     out: dict[str, Any] = {
         "limits": {"page_size": limits.page_size, "max_pages": limits.max_pages},

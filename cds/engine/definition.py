@@ -18,6 +18,7 @@ SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +34,11 @@ class CodeMatch:
 
 @dataclass(frozen=True)
 class ValueSet:
-    """Codes (system, code), code prefixes (for ICD-10-CM families) and an optional text pattern.
+    """Codes (system, code), code prefixes and an optional text pattern.
 
+    ICD-10-CM families are listed as expanded codes (`cds.engine.icd10cm`: every code under a
+    category or in a range, from the maintained tabular list), so matching is a set lookup; a code
+    sent without its dot ("O09511", as some exports do) is read as the dotted code ("O09.511").
     The text pattern is matched against `CodeableConcept.text` and every `coding.display`; use it
     only where no code exists (herbal products) or as a documented name-based fallback.
     """
@@ -77,6 +81,8 @@ class ValueSet:
                 continue
             if (system, code) in self.codes:
                 return CodeMatch(self.name, f"{system}|{code}")
+            if system == ICD10CM and len(code) > 3 and "." not in code and (system, _dotted(code)) in self.codes:
+                return CodeMatch(self.name, f"{system}|{code}")
             for p_system, prefix in self.prefixes:
                 if system == p_system and code.startswith(prefix):
                     return CodeMatch(self.name, f"{system}|{code}")
@@ -102,6 +108,11 @@ class ValueSet:
 
     def systems_codes(self) -> list[tuple[str, str]]:
         return sorted(self.codes)
+
+
+def _dotted(code: str) -> str:
+    """An ICD-10-CM code written without its dot, dotted after the category ("O09511" -> "O09.511")."""
+    return f"{code[:3]}.{code[3:]}"
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,13 @@ class Policy:
     generic_lupus_counts_as_sle: bool = False
     # Extra (system, code) pairs accepted as a SLEDAI-2K total score Observation.
     sledai_local_codes: tuple[tuple[str, str], ...] = ()
+    # Observation categories (system, code) within which data without a standard code is recognised
+    # by its text (a SLEDAI-2K total named in `code.text`); the service also fetches these
+    # categories, so what is recognised by text is fetched too (`cds.engine.reads`).
+    observation_text_categories: tuple[tuple[str, str], ...] = (
+        (OBSERVATION_CATEGORY, "survey"),
+        (OBSERVATION_CATEGORY, "exam"),
+    )
 
     @property
     def observation_lookback_days(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from cds.engine.definition import Analyte, Policy, ValueSet
 from cds.engine.model import CriterionResult, Evidence, Kind, Report, Status
+from cds.engine.reads import Read, reads
 from cds.engine.record import PatientRecord, build_record
 from cds.engine.rules import Context, Outcome, Rule
 from cds.engine.timeutil import span
@@ -39,63 +40,99 @@ class Trial:
     title: str
     url: str
     criteria: tuple[Criterion, ...]
-    analytes: tuple[Analyte, ...]  # every lab the criteria read (drives the Observation query)
-    extra_observation_codes: ValueSet  # non-lab observations read (e.g. a local SLEDAI code)
+    analytes: tuple[Analyte, ...]  # every lab the criteria read (documentation: default ULNs)
     # Without a usable Condition in this value set the patient is certainly excluded (the required
     # diagnosis is not_met): lets callers skip the full evaluation for most patients.
     applicability: ValueSet | None = None
     policy: Policy = dataclasses.field(default_factory=Policy)
 
-    @property
+    def reads_of(self, criterion: Criterion) -> tuple[Read, ...]:
+        """What one criterion reads (its rule's declaration under this trial's policy)."""
+        return reads(criterion.rule, self.policy)
+
+    @functools.cached_property
+    def reads(self) -> tuple[Read, ...]:
+        """Everything the criteria read; the Patient is always read."""
+        return (Read("Patient"), *(r for c in self.criteria for r in self.reads_of(c)))
+
+    @functools.cached_property
+    def resource_types(self) -> tuple[str, ...]:
+        """The resource types the criteria read, in a stable order."""
+        return tuple(sorted({r.resource_type for r in self.reads}))
+
+    @functools.cached_property
+    def _observation_reads(self) -> tuple[Read, ...]:
+        return tuple(r for r in self.reads if r.resource_type == "Observation")
+
+    @functools.cached_property
     def observation_codes(self) -> tuple[tuple[str, str], ...]:
-        codes: set[tuple[str, str]] = set(self.extra_observation_codes.codes)
-        for a in self.analytes:
-            codes |= a.codes.codes
-        return tuple(sorted(codes))
+        """The (system, code) pairs Observations are selected by (analytes, the SLEDAI-2K codes and
+        the site's `Policy.sledai_local_codes`), derived from the rules' declarations."""
+        return tuple(sorted({code for r in self._observation_reads for code in r.codes}))
+
+    @functools.cached_property
+    def observation_categories(self) -> tuple[tuple[str, str], ...]:
+        """The Observation categories within which some rule recognises data by text."""
+        return tuple(sorted({cat for r in self._observation_reads if r.text is not None for cat in r.categories}))
+
+    @functools.cached_property
+    def observation_lookback_days(self) -> int:
+        """How far back any rule reads Observations (the longest declared window)."""
+        windows = [r.lookback_days for r in self._observation_reads]
+        if any(w is None for w in windows):
+            raise ValueError("a rule reads Observations without a look-back window; bound it or fetch everything")
+        return max((w for w in windows if w is not None), default=0)
 
     def with_policy(self, **changes: Any) -> Trial:
         return dataclasses.replace(self, policy=dataclasses.replace(self.policy, **changes))
 
     def observation_is_relevant(self, raw: Mapping[str, Any]) -> bool:
-        """Cheap pre-filter on raw JSON: could any criterion read this Observation (by its code, or
-        by a component's code: panels carry results as components)?"""
+        """Cheap pre-filter on raw JSON: could any criterion read this Observation, and would the
+        service's queries fetch it? Selected by a declared code, or in a declared category with a
+        text a rule recognises (see `cds.engine.reads`); panels carry results as components, so a
+        component's code or text counts too."""
         code = raw.get("code")
         if not isinstance(code, Mapping):
             return True  # let validation report it
-        if self._concept_is_relevant(code):
+        if self._concept_is_relevant(code, raw):
             return True
         components = raw.get("component")
         if isinstance(components, list):
             for comp in components:
                 code_ = comp.get("code") if isinstance(comp, Mapping) else None
-                if isinstance(code_, Mapping) and self._concept_is_relevant(code_):
+                if isinstance(code_, Mapping) and self._concept_is_relevant(code_, raw):
                     return True
         return False
 
-    def _concept_is_relevant(self, code: Mapping[str, Any]) -> bool:
+    def _concept_is_relevant(self, code: Mapping[str, Any], raw: Mapping[str, Any]) -> bool:
         codings = code.get("coding")
         pairs: list[tuple[str | None, str | None]] = []
-        texts: list[str | None] = []
+        texts: list[str] = []
         if isinstance(codings, list):
             for c in codings:
                 if isinstance(c, Mapping):
                     s, k, d = c.get("system"), c.get("code"), c.get("display")
                     pairs.append((s if isinstance(s, str) else None, k if isinstance(k, str) else None))
-                    texts.append(d if isinstance(d, str) else None)
-        t = code.get("text")
-        texts.append(t if isinstance(t, str) else None)
+                    if isinstance(d, str):
+                        texts.append(d)
         known = self._relevant_codes
         if any(p in known for p in pairs):
             return True
-        if self._sledai_local.match_codings(pairs) is not None:
-            return True
-        if self.extra_observation_codes.match_text(texts) is not None:
-            return True
-        return any(a.codes.text is not None and a.codes.match_text(texts) is not None for a in self.analytes)
+        t = code.get("text")
+        if isinstance(t, str):
+            texts.append(t)
+        if not texts or not self._text_reads:
+            return False
+        categories = _raw_codings(raw.get("category"))
+        return any(
+            categories & r.categories and any(r.text.search(x) for x in texts)
+            for r in self._text_reads
+            if r.text is not None
+        )
 
     def observation_cutoff(self, as_of: date) -> date:
-        """The first day any criterion reads Observations from (`Policy.observation_lookback_days`)."""
-        return as_of - timedelta(days=self.policy.observation_lookback_days)
+        """The first day any criterion reads Observations from (`observation_lookback_days`)."""
+        return as_of - timedelta(days=self.observation_lookback_days)
 
     def observation_in_reach(self, raw: Mapping[str, Any], as_of: date) -> bool:
         """Cheap pre-filter on raw JSON: False only when the Observation is certainly dated before
@@ -173,8 +210,8 @@ class Trial:
         return frozenset(self.observation_codes)
 
     @functools.cached_property
-    def _sledai_local(self) -> ValueSet:
-        return ValueSet.of("local", self.policy.sledai_local_codes)
+    def _text_reads(self) -> tuple[Read, ...]:
+        return tuple(r for r in self._observation_reads if r.text is not None and r.categories)
 
     def evaluate_record(self, record: PatientRecord, as_of: date, incomplete: Collection[str] = ()) -> Report:
         ctx = Context(record=record, as_of=as_of, policy=self.policy)
@@ -246,6 +283,17 @@ def _raw_observation_date(raw: Mapping[str, Any]) -> str | None:
     elif value is None:
         value = raw.get("issued")
     return value if isinstance(value, str) else None
+
+
+def _raw_codings(concepts: Any) -> set[tuple[str, str]]:
+    """The (system, code) pairs of a raw list of CodeableConcepts (e.g. Observation.category)."""
+    out: set[tuple[str, str]] = set()
+    for concept in concepts if isinstance(concepts, list) else ():
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        for c in codings if isinstance(codings, list) else ():
+            if isinstance(c, Mapping) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
+                out.add((c["system"], c["code"]))
+    return out
 
 
 def _raw_codes(concept: Any) -> set[str]:

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from cds.config import Settings
-from cds.service.prefetch import PrefetchQuery, build_queries
+from cds.service.prefetch import PrefetchQuery, queries_for
 from cds.service.state import SERVICE_ID, default_trial
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,18 +59,6 @@ def bundle_patient_id(bundle: Mapping[str, Any]) -> str:
     raise ValueError("the bundle holds no Patient with an id")
 
 
-def _matches_codes(resource: Mapping[str, Any], tokens: set[str]) -> bool:
-    code = resource.get("code")
-    codings = code.get("coding", []) if isinstance(code, Mapping) else []
-    for coding in codings:
-        if not isinstance(coding, Mapping):
-            continue
-        system, value = coding.get("system"), coding.get("code")
-        if f"{system}|{value}" in tokens or (system is None and value in tokens):
-            return True
-    return False
-
-
 def prefetch_from_bundle(
     bundle: Mapping[str, Any], queries: Sequence[PrefetchQuery], patient_id: str
 ) -> dict[str, Any]:
@@ -82,15 +70,10 @@ def prefetch_from_bundle(
     ]
     prefetch: dict[str, Any] = {}
     for query in queries:
-        matching = [r for r in resources if r.get("resourceType") == query.resource_type]
+        matching = [r for r in resources if query.selects(r, patient_id)]  # the template's search semantics
         if query.read:
-            found = [r for r in matching if r.get("id") == patient_id]
-            prefetch[query.key] = found[0] if found else None
+            prefetch[query.key] = matching[0] if matching else None
             continue
-        params = query.search_params(patient_id)
-        if "code" in params:
-            tokens = set(params["code"].split(","))
-            matching = [r for r in matching if _matches_codes(r, tokens)]
         bundle_out: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching)}
         if matching:
             bundle_out["entry"] = [
@@ -113,7 +96,7 @@ def build_request(
 ) -> dict[str, Any]:
     """A patient-view request with full prefetch for the bundle's patient."""
     patient_id = bundle_patient_id(bundle)
-    queries = build_queries(default_trial().observation_codes)
+    queries = queries_for(default_trial())
     request: dict[str, Any] = {
         "hook": "patient-view",
         "hookInstance": hook_instance or str(uuid.uuid4()),

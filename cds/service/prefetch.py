@@ -1,9 +1,17 @@
 """Prefetch: use what the EHR sent, fetch what is missing, 412 when required data cannot be had.
 
 The prefetch templates (advertised in discovery) and the fallback FHIR queries come from one table,
-`build_queries`, so they cannot drift apart. Templates stay inside the spec's recommended subset:
-an instance read and type searches with ``patient={{context.patientId}}`` and token equality
-(``code=system|code,...``).
+`build_queries`, so they cannot drift apart, and that table is derived from what the criteria
+declare they read (`queries_for(trial)`, `cds.engine.reads`): the resource types, the Observation
+codes (analytes, the SLEDAI-2K codes, site codes from `Policy.sledai_local_codes`) and the
+Observation categories within which data is recognised by text (a SLEDAI-2K total with no standard
+code is fetched by a second Observation query on the survey/exam categories). The engine's own
+pre-filter reads only Observations these queries select (`Trial.observation_is_relevant`), so a
+record screened from a file and the same record fetched over the hook give the same report.
+`PrefetchQuery.selects` states the queries' search semantics over a record. Templates stay inside
+the spec's recommended subset: an instance read and type searches with
+``patient={{context.patientId}}`` and token equality (``code=system|code,...``,
+``category=system|code,...``).
 
 For every query, in parallel (``asyncio.gather``) and within one deadline:
 
@@ -57,6 +65,7 @@ from datetime import date
 from typing import Any, Literal, Protocol
 
 from cds.engine.record import MEDICATION_TYPES, SUBJECT_FIELD
+from cds.engine.timeutil import span
 from cds.errors import DataUnavailable, FhirServerError
 from cds.fhir.gateway import (
     FhirGateway,
@@ -76,9 +85,17 @@ FETCHING_DISABLED = "not prefetched, and this service is not configured to fetch
 Source = Literal["prefetch", "fhir", "prefetch+fhir", "none"]
 
 
-class ObservationCodes(Protocol):
+class QueryPlan(Protocol):
+    """What a trial reads, as the service needs it to build its queries (`cds.engine.trial.Trial`)."""
+
+    @property
+    def resource_types(self) -> Sequence[str]: ...
+
     @property
     def observation_codes(self) -> Sequence[tuple[str, str]]: ...
+
+    @property
+    def observation_categories(self) -> Sequence[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,32 +126,114 @@ class PrefetchQuery:
             params[self.since_param] = f"ge{since.isoformat()}"
         return params
 
+    def selects(self, resource: Mapping[str, Any], patient_id: str, since: date | None = None) -> bool:
+        """Would this query return `resource` for this patient? FHIR search semantics for the
+        parameters this table uses: the read by id; ``patient``; token OR lists on ``code``,
+        ``component-code`` and ``category`` (``system|code``, or ``code`` in any system); ``ge`` on the date parameter
+        (Observation ``effective[x]``; a resource without it does not match)."""
+        if resource.get("resourceType") != self.resource_type:
+            return False
+        if self.read:
+            return resource.get("id") == patient_id
+        if not _about_patient(resource, patient_id):
+            return False
+        for name, value in self.params:
+            if name == "patient":
+                continue
+            if name == "component-code":
+                components = resource.get("component")
+                concepts = [c.get("code") for c in components if isinstance(c, Mapping)] if isinstance(components, list) else []
+            elif name in ("code", "category"):
+                concepts = resource.get(name)
+                concepts = concepts if isinstance(concepts, list) else [concepts]
+            else:
+                raise ValueError(f"no search semantics for parameter {name!r}")
+            if not _token_match(concepts, value.split(",")):
+                return False
+        if since is not None and self.since_param is not None:
+            return _effective_on_or_after(resource, since)
+        return True
 
-def build_queries(observation_codes: Iterable[tuple[str, str]]) -> tuple[PrefetchQuery, ...]:
-    """The prefetch table: every resource type the engine reads.
 
-    Observations are restricted to the codes the trial uses (LOINC and the local SLEDAI-2K code),
-    as one token parameter with comma-separated ``system|code`` values (OR).
-    """
-    codes: list[str] = []
-    for system, code in observation_codes:
+def _tokens(pairs: Iterable[tuple[str, str]]) -> str:
+    tokens: list[str] = []
+    for system, code in pairs:
         token = f"{system}|{code}" if system else code
-        if token not in codes:
-            codes.append(token)
+        if token not in tokens:
+            tokens.append(token)
+    return ",".join(tokens)
+
+
+DEFAULT_TYPES = (
+    "Patient",
+    "Condition",
+    "Observation",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "Procedure",
+    "AllergyIntolerance",
+    "DiagnosticReport",
+)
+KEYS = {
+    "Patient": "patient",
+    "Condition": "conditions",
+    "Observation": "observations",
+    "MedicationStatement": "medicationStatements",
+    "MedicationRequest": "medicationRequests",
+    "MedicationAdministration": "medicationAdministrations",
+    "MedicationDispense": "medicationDispenses",
+    "Procedure": "procedures",
+    "AllergyIntolerance": "allergies",
+    "DiagnosticReport": "diagnosticReports",
+}
+CATEGORY_KEY = "observationsByCategory"
+COMPONENT_KEY = "observationsByComponent"
+# Dated resource types: the FHIR fallback bounds them from below with this search parameter.
+SINCE_PARAMS = {"Observation": "date", "DiagnosticReport": "date"}
+
+
+def build_queries(
+    observation_codes: Iterable[tuple[str, str]] = (),
+    observation_categories: Iterable[tuple[str, str]] = (),
+    resource_types: Iterable[str] = DEFAULT_TYPES,
+) -> tuple[PrefetchQuery, ...]:
+    """The prefetch table: one query per resource type read (Patient and Condition always).
+
+    Observations are restricted to the given codes, as one token parameter with comma-separated
+    ``system|code`` values (OR); with `observation_categories`, a second Observation query
+    (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text; a third
+    (`COMPONENT_KEY`) fetches panels whose components carry those codes (``component-code``).
+    """
     patient = (("patient", PATIENT_TOKEN),)
-    observation_params = (*patient, ("code", ",".join(codes))) if codes else patient
-    return (
-        PrefetchQuery("patient", "Patient", read=True),
-        PrefetchQuery("conditions", "Condition", patient),
-        PrefetchQuery("observations", "Observation", observation_params, since_param="date"),
-        PrefetchQuery("medicationStatements", "MedicationStatement", patient),
-        PrefetchQuery("medicationRequests", "MedicationRequest", patient),
-        PrefetchQuery("medicationAdministrations", "MedicationAdministration", patient),
-        PrefetchQuery("medicationDispenses", "MedicationDispense", patient),
-        PrefetchQuery("procedures", "Procedure", patient),
-        PrefetchQuery("allergies", "AllergyIntolerance", patient),
-        PrefetchQuery("diagnosticReports", "DiagnosticReport", patient, since_param="date"),
-    )
+    types = {"Patient", "Condition", *resource_types}
+    codes = _tokens(observation_codes)
+    categories = _tokens(observation_categories)
+    queries: list[PrefetchQuery] = []
+    for rtype in (*DEFAULT_TYPES, *sorted(types - set(DEFAULT_TYPES))):
+        if rtype not in types:
+            continue
+        key = KEYS.get(rtype) or rtype[0].lower() + rtype[1:] + "s"
+        if rtype == "Patient":
+            queries.append(PrefetchQuery(key, rtype, read=True))
+        elif rtype == "Observation":
+            params = (*patient, ("code", codes)) if codes else patient
+            queries.append(PrefetchQuery(key, rtype, params, since_param="date"))
+            if codes:  # panels carry results as components: `code` search does not see them
+                by_component = (*patient, ("component-code", codes))
+                queries.append(PrefetchQuery(COMPONENT_KEY, rtype, by_component, since_param="date"))
+            if categories:
+                by_category = (*patient, ("category", categories))
+                queries.append(PrefetchQuery(CATEGORY_KEY, rtype, by_category, since_param="date"))
+        else:
+            queries.append(PrefetchQuery(key, rtype, patient, since_param=SINCE_PARAMS.get(rtype)))
+    return tuple(queries)
+
+
+def queries_for(trial: QueryPlan) -> tuple[PrefetchQuery, ...]:
+    """The prefetch table derived from what the trial's criteria declare they read."""
+    return build_queries(trial.observation_codes, trial.observation_categories, trial.resource_types)
 
 
 def prefetch_templates(queries: Iterable[PrefetchQuery]) -> dict[str, str]:
@@ -173,6 +272,30 @@ def _unwrap(value: Any) -> Any:
         status = str(response.get("status", "200")) if isinstance(response, Mapping) else "200"
         return value.get("resource") if status.startswith("2") else None
     return value
+
+
+def _token_match(concepts: Sequence[Any], tokens: Sequence[str]) -> bool:
+    for concept in concepts:
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        for c in codings if isinstance(codings, list) else ():
+            if not isinstance(c, Mapping):
+                continue
+            system, code = c.get("system"), c.get("code")
+            for token in tokens:
+                want_system, bar, want_code = token.rpartition("|")
+                if code == want_code and (not bar or system == want_system):
+                    return True
+    return False
+
+
+def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
+    value = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
+    if value is None and isinstance(period := resource.get("effectivePeriod"), Mapping):
+        if period.get("start") is not None and period.get("end") is None:
+            return True  # an open period reaches the present
+        value = period.get("end")
+    when = span(value) if isinstance(value, str) else None
+    return when is not None and when.latest >= since
 
 
 def _about_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
@@ -334,11 +457,19 @@ async def gather_data(
         raise DataUnavailable(message)
 
     resources: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()  # a resource two queries return (code and category) is read once
     searched: set[str] = set()
     incomplete: list[str] = []
     for outcome in outcomes:
         if outcome.ok:
-            resources.extend(outcome.resources)
+            for resource in outcome.resources:
+                rid = resource.get("id")
+                if isinstance(rid, str):
+                    key = (str(resource.get("resourceType")), rid)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                resources.append(resource)
             searched.add(outcome.query.resource_type)
         if (not outcome.ok or outcome.truncated) and outcome.query.resource_type not in incomplete:
             incomplete.append(outcome.query.resource_type)

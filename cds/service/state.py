@@ -15,7 +15,7 @@ from cds.fhir.gateway import FhirGateway
 from cds.fhir.urls import UrlAllowList
 from cds.service.auth import JwtAuthenticator
 from cds.service.feedback import FeedbackStore
-from cds.service.prefetch import PrefetchQuery, build_queries
+from cds.service.prefetch import PrefetchQuery, queries_for
 
 SERVICE_ID = "nct04582136-prescreen"
 HOOK = "patient-view"
@@ -23,7 +23,13 @@ HOOK = "patient-view"
 
 class ServiceTrial(TrialLike, Protocol):
     @property
+    def resource_types(self) -> Sequence[str]: ...
+
+    @property
     def observation_codes(self) -> Sequence[tuple[str, str]]: ...
+
+    @property
+    def observation_categories(self) -> Sequence[tuple[str, str]]: ...
 
     def observation_cutoff(self, as_of: date) -> date: ...
 
@@ -91,5 +97,5 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         if not self.queries:
-            self.queries = build_queries(self.trial.observation_codes)
+            self.queries = queries_for(self.trial)  # what the criteria declare they read
         self.fhir_allowed = UrlAllowList(self.settings.fhir_allowed_servers)

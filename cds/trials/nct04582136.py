@@ -3,14 +3,17 @@
 Everything trial-specific lives here: value sets (system + code), analytes and their units,
 drug tables (RxNorm ingredient and clinical-drug codes with strengths), thresholds and windows.
 
-Terminology source: shared/reference/criteria-terminology.md. Only codes marked verified (✅) or
-seen in a secondary source (☑️) there are used. Codes it marks unverified (⚠️) are LEFT OUT and
-listed in `UNVERIFIED_LEFT_OUT` below; where a drug or finding has no verified code, a name pattern
-is used instead (names are verifiable by reading them). Exceptions, each stated where used:
-ICD-10-CM M32.8 (named by the issue itself) and block-level ICD-10-CM prefixes (M05/M06 RA,
-M33 dermato-/polymyositis, M34 systemic sclerosis, M35.0 Sjögren, A15-A19 tuberculosis, C malignant
-neoplasms, D06 cervical carcinoma in situ) whose chapter structure is standard; individual
-sub-codes are not enumerated.
+Terminology comes from maintained public sources, named next to the codes:
+
+* ICD-10-CM: expanded from the CMS/NCHS tabular list through the PyPI package `simple-icd-10-cm`
+  (`cds.trials.terminology` declares the items, e.g. the pregnancy chapter O00-O9A; a test checks
+  every item and the committed expansion against the package).
+* SNOMED CT, LOINC and RxNorm: each value set names where its codes were checked (a published value
+  set or implementation guide, the FHIR specification's own examples, a public code set), starting
+  from shared/reference/criteria-terminology.md. Codes that reference marked ⚠️ were verified and
+  are used; `UNVERIFIED_LEFT_OUT` lists only what no public source consulted confirmed, and
+  `VERIFIED_NOT_READ` what was confirmed but is not a code this trial's rules can read. Where a drug
+  or finding has no verified code, a name pattern is used instead.
 """
 
 from __future__ import annotations
@@ -50,18 +53,28 @@ from cds.engine.rules import (
     SteroidRequiringCondition,
 )
 from cds.engine.trial import Criterion, Trial
+from cds.trials.terminology import icd10cm_codes
 
 LOCAL_ACTIVITY_SYSTEM = "https://github.com/nct04582136-cds/CodeSystem/disease-activity"
 
+# No public source consulted (search of public code, implementation guides and value sets) confirmed
+# these codes; the name patterns of the drugs cover them meanwhile.
 UNVERIFIED_LEFT_OUT = {
-    "SNOMED": "COPD 13645005; malignant neoplastic disease 363346000; SCC of skin 254651007; sirolimus "
-    "substance; oral/IV route qualifiers (26643006, 47625008); SLEDAI item findings; breastfeeding 413712001",
-    "ICD-10-CM": "M35.1 MCTD; Z22.7/R76.1x latent TB; B16-B19 hepatitis; Z33.1/Z34/O00-O9A pregnancy; "
-    "Z39.1; J44/J43/J45; Z85; Z94.8x; Z90.81; D00-D09 other than D06; C44.x2 SCC",
-    "RxNorm": "IVIG ingredient; belimumab ingredient; quinacrine 9061; leflunomide 27169; voclosporin; "
+    "SNOMED": "sirolimus substance; oral/IV route qualifiers (26643006, 47625008); SLEDAI item findings",
+    "RxNorm": "IVIG ingredient; belimumab ingredient; quinacrine 9061; voclosporin; "
     "valsartan/irbesartan/telmisartan/olmesartan/candesartan ingredients; meloxicam; rifampin",
-    "LOINC": "HBsAg, HCV Ab, IGRA, CH50, UPCR in mg/mmol, triglycerides 14927-8, ALT/AST P5P variants",
+    "LOINC": "IGRA, CH50",
     "timing": "GTSAbbreviation WK and MO",
+}
+
+# Verified, but not something the rules read as codes today.
+VERIFIED_NOT_READ = {
+    # Breastfeeding (mother) is an observable entity (the question of a breastfeeding-status
+    # Observation, e.g. ISiK Stillstatus, WHO HIV IG): its answer is in the value, not the code.
+    "SNOMED 413712001": "breastfeeding status question (needs a value reading, not a condition code)",
+    # Qualitative serology: a positive result is an infection to review, not a code match.
+    "LOINC 5196-1": "HBsAg [Presence] in Serum (public ValueSet expansion; Taiwan NHI->LOINC map)",
+    "LOINC 13955-0": "HCV Ab [Presence] in Serum or Plasma by Immunoassay (Taiwan Core IG)",
 }
 
 
@@ -75,6 +88,15 @@ def _loinc(*codes: str) -> ValueSet:
 
 # --------------------------------------------------------------------------- conditions
 
+
+def _icd(name: str) -> list[tuple[str, str]]:
+    """The ICD-10-CM codes of a value set declared in `cds.trials.terminology` (expanded from the
+    tabular list)."""
+    return [(ICD10CM, c) for c in sorted(icd10cm_codes(name))]
+
+
+# SNOMED: 55464009 and the SLE descendants from the published GM LH004 SLE code set (UoM-Data-
+# Science-Platforms/gm-sde clinical code sets), checked against the SNOMED CT browser hierarchy.
 SLE = ValueSet.of(
     "systemic lupus erythematosus",
     _sct(
@@ -96,36 +118,44 @@ SLE = ValueSet.of(
         "95644001",
         "239889005",
     )
-    + [(ICD10CM, "M32.8"), (ICD10CM, "M32.9")],
-    prefixes=[(ICD10CM, "M32.1")],
+    + _icd("sle"),
 )
 LUPUS_NOT_SPECIFIC = ValueSet.of(
     "lupus, SLE not confirmed (generic or drug-induced)",
-    _sct("200936003", "201436003") + [(ICD10CM, "M32.0")],
+    _sct("200936003", "201436003") + _icd("lupus-not-specific"),
 )
 LUPUS_CUTANEOUS_ONLY = ValueSet.of(
     "cutaneous or neonatal lupus only",
-    _sct("7119001", "200938002", "239891002", "95609003"),
-    prefixes=[(ICD10CM, "L93")],
+    _sct("7119001", "200938002", "239891002", "95609003") + _icd("lupus-cutaneous"),
 )
 OTHER_CTD = ValueSet.of(
     "other connective tissue or inflammatory disease",
-    _sct("89155008", "69896004", "396230008", "31384009", "83901003", "31996006"),
-    prefixes=[(ICD10CM, "M34"), (ICD10CM, "M05"), (ICD10CM, "M06"), (ICD10CM, "M33"), (ICD10CM, "M35.0")],
+    _sct("89155008", "69896004", "396230008", "31384009", "83901003", "31996006") + _icd("other-ctd"),
 )
 NPSLE = ValueSet.of("neuropsychiatric SLE", _sct("95644001", "193178008"))
-PREGNANCY = ValueSet.of("pregnancy", _sct("72892002", "77386006", "47200007"))
-BREASTFEEDING = ValueSet.of("breastfeeding", _sct("169750002"))
+# SNOMED 72892002 / 47200007 as Synthea emits them; 77386006 "Pregnant" (also the 82810-3 answer).
+PREGNANCY = ValueSet.of("pregnancy", _sct("72892002", "77386006", "47200007") + _icd("pregnancy"))
+BREASTFEEDING = ValueSet.of("breastfeeding", _sct("169750002") + _icd("breastfeeding"))
 INFECTION_ACTIVE = ValueSet.of(
     "infection needing treatment (TB, hepatitis B/C, sepsis)",
-    _sct("56717001", "61977001", "128302006", "91302008"),
-    prefixes=[(ICD10CM, p) for p in ("A15", "A16", "A17", "A18", "A19")],
+    _sct("56717001", "61977001", "128302006", "91302008") + _icd("infection-active"),
 )
-INFECTION_REVIEW = ValueSet.of("chronic viral infection (review)", _sct("86406008"))
-STEROID_REQUIRING = ValueSet.of("asthma or COPD", _sct("195967001", "233678006", "185086009", "87433001"))
+INFECTION_REVIEW = ValueSet.of(
+    "chronic viral infection or latent tuberculosis (review)", _sct("86406008") + _icd("infection-review")
+)
+# COPD 13645005 "Chronic obstructive lung disease": OHDSI Covid-19 "Chronic lung disease" concept
+# set (OHDSI/Covid-19, Vocabulary/sql/phenotypes). 195967001 / 233678006 / 185086009 / 87433001 as
+# Synthea emits them.
+STEROID_REQUIRING = ValueSet.of(
+    "asthma or COPD",
+    _sct("195967001", "233678006", "185086009", "87433001", "13645005") + _icd("steroid-requiring"),
+)
+# 363346000 "Malignant neoplastic disease": the FHIR R4 specification's Condition example f202.
+# The other codes as Synthea emits them (criteria-terminology.md §3 E16).
 MALIGNANT = ValueSet.of(
     "malignant neoplasm",
     _sct(
+        "363346000",
         "254837009",
         "363406005",
         "93761005",
@@ -143,25 +173,28 @@ MALIGNANT = ValueSet.of(
         "91861009",
         "93143009",
         "109989006",
-    ),
-    prefixes=[(ICD10CM, "C")],
+    )
+    + _icd("malignant"),
 )
 LYMPHOPROLIFERATIVE = ValueSet.of(
     "lymphoproliferative disease",
-    _sct("109989006"),
-    prefixes=[(ICD10CM, p) for p in ("C81", "C82", "C83", "C84", "C85", "C86", "C88", "C90", "C91")],
+    _sct("109989006") + _icd("lymphoproliferative"),
 )
+# 254701007 "Basal cell carcinoma of skin" and 254651007 "Squamous cell carcinoma of skin": public
+# dermatology/oncology SNOMED picklists (disorder FSNs) agree; 92564006 cervical CIS / CIN3.
 MALIGNANCY_EXCEPTIONS = ValueSet.of(
-    "allowed exception (treated BCC of skin, cervical carcinoma in situ)",
-    _sct("254701007", "92564006") + [(ICD10CM, "C44.91"), (ICD10CM, "C44.311")],
-    prefixes=[(ICD10CM, "D06")],
+    "allowed exception (treated BCC/SCC of skin, cervical carcinoma in situ)",
+    _sct("254701007", "254651007", "92564006") + _icd("malignancy-exceptions"),
 )
+MALIGNANCY_HISTORY = ValueSet.of("personal history of malignant neoplasm", _icd("malignancy-history"))
 STEM_CELL_TRANSPLANT = ValueSet.of(
     "stem cell transplantation",
-    _sct("234336002", "58776007", "58390007", "152621000119105", "108631000119101", "153351000119102"),
+    _sct("234336002", "58776007", "58390007", "152621000119105", "108631000119101", "153351000119102")
+    + _icd("stem-cell-transplant"),
     text=r"mesenchymal stem cell",
 )
 SPLENECTOMY = ValueSet.of("splenectomy", _sct("234319005", "67097003", "174776001"))
+SPLENECTOMY_HISTORY = ValueSet.of("acquired absence of spleen", _icd("splenectomy-history"))
 SURGICAL = ValueSet.of("surgical procedure", _sct("387713003"))
 CHEMOTHERAPY = ValueSet.of("chemotherapy", _sct("367336001"))
 
@@ -172,15 +205,20 @@ C3 = Analyte("C3", _loinc("4485-9"), "g/L")
 C4 = Analyte("C4", _loinc("4498-2"), "mg/dL")
 WBC = Analyte("WBC", _loinc("6690-2", "26464-8"), "10*9/L")
 _ENZYME_EQ = {"[iU]/L": "U/L", "[IU]/L": "U/L"}
-ALT = Analyte("ALT", _loinc("1742-6"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40)
-AST = Analyte("AST", _loinc("1920-8"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40)
+# ALT/AST with pyridoxal phosphate 1743-4 / 30239-8: the eCQM value sets for ALT and AST (eCQM
+# update 2025-05-08, as published in the canvas-sdk value sets) list them with 1742-6 / 1920-8.
+ALT = Analyte("ALT", _loinc("1742-6", "1743-4"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40)
+AST = Analyte("AST", _loinc("1920-8", "30239-8"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40)
 BILIRUBIN = Analyte(
     "total bilirubin", _loinc("1975-2", "42719-5", "14631-6"), "mg/dL", molar_mass=584.66, default_uln=1.2
 )
 CHOLESTEROL = Analyte(
     "total cholesterol", _loinc("2093-3", "14647-2", "35200-5"), "mg/dL", molar_mass=386.65, default_uln=200
 )
-TRIGLYCERIDES = Analyte("triglycerides", _loinc("2571-8", "3043-7"), "mg/dL", molar_mass=885.7, default_uln=150)
+# Triglyceride [Moles/volume] 14927-8 (mmol/L): the German CDE catalogue's triglyceride profile.
+TRIGLYCERIDES = Analyte(
+    "triglycerides", _loinc("2571-8", "3043-7", "14927-8"), "mg/dL", molar_mass=885.7, default_uln=150
+)
 LDL = Analyte(
     "LDL cholesterol",
     _loinc("18262-6", "13457-7", "2089-1", "69419-0", "39469-2", "96258-9"),
@@ -189,7 +227,9 @@ LDL = Analyte(
     default_uln=130,
 )
 PROTEIN_24H = Analyte("24-h urine protein", _loinc("2889-4"), "mg/(24.h)")
-UPCR = Analyte("urine protein/creatinine ratio", _loinc("2890-2"), "mg/g", molar_mass=113.12)
+# 34366-5 Protein/Creatinine [Ratio] in Urine is reported per mmol of creatinine (public LOINC
+# mappings: g/mmol{creat}); converted to mg/g with creatinine's molar mass.
+UPCR = Analyte("urine protein/creatinine ratio", _loinc("2890-2", "34366-5"), "mg/g", molar_mass=113.12)
 EGFR = Analyte(
     "eGFR",
     _loinc(
@@ -384,9 +424,10 @@ AZATHIOPRINE = Drug(
     extra_codes=((RXNORM, "359228"), (RXNORM, "359229")),
     name_pattern=r"azathioprine",
 )
+# leflunomide IN 27169: NIH RxNav ingredient (public RxNav-derived ingredient table).
 LEFLUNOMIDE = Drug(
     "leflunomide",
-    None,
+    "27169",
     extra_codes=tuple((RXNORM, c) for c in ("205284", "205285", "205286")),
     name_pattern=r"leflunomide",
 )
@@ -686,7 +727,8 @@ CRITERIA = (
         "Pregnant or breast-feeding women",
         "active pregnancy/breastfeeding condition, or positive hCG/pregnancy status in 7 days -> met; male -> not "
         "met; negative test in 7 days -> not met",
-        "Patient.gender, Condition, Observation 2106-3 / 82810-3",
+        "Patient.gender, Condition (incl. ICD-10-CM O00-O9A, Z33.1, Z33.3, Z34, Z3A, Z39.1), Observation 2106-3 / "
+        "82810-3",
         "female (or unknown sex) without a pregnancy test or status in the last 7 days",
         Pregnancy(
             PREGNANCY,
@@ -765,7 +807,7 @@ CRITERIA = (
         "Concurrent active or uncontrolled infection (such as tuberculosis and hepatitis) requiring antibiotics or antivirus",
         "active TB / hepatitis B or C / sepsis with onset in 90 days, or an antibiotic/antiviral TREATING an infection "
         "in 14 days -> met; prophylaxis (reason, or an intermittent or 90+ day regimen with no infection recorded), "
-        "older active chronic infection or HIV -> review",
+        "older active chronic infection, HIV or latent TB -> review",
         "Condition, Medication resources (reasonCode / reasonReference, timing)",
         "conditions or medications not available; chronic infection (review); prophylactic anti-infective (review)",
         AnyOf(
@@ -846,18 +888,30 @@ CRITERIA = (
         E,
         "Malignancy within 5 years or lymphoproliferative disease",
         "malignant tumors within 5 years, or lymphoproliferative diseases (treated cutaneous SCC/BCC, cured cervical CIS allowed)",
-        "malignancy active or with onset/abatement within 5 years, or lymphoproliferative disease ever; treated "
-        "BCC / cervical CIS do not count",
+        "malignancy (SNOMED 363346000 and listed descendants; ICD-10-CM C00-C96, D00-D09) active or with "
+        "onset/abatement within 5 years, or lymphoproliferative disease ever; treated BCC/SCC of skin / cervical "
+        "CIS do not count; a personal history code (ICD-10-CM Z85) -> review",
         "Condition",
-        "undated malignancy; untreated allowed exception",
-        Malignancy(MALIGNANT, LYMPHOPROLIFERATIVE, MALIGNANCY_EXCEPTIONS, 5),
+        "undated malignancy; untreated allowed exception; personal history of malignancy (Z85)",
+        AnyOf(
+            (
+                Malignancy(MALIGNANT, LYMPHOPROLIFERATIVE, MALIGNANCY_EXCEPTIONS, 5),
+                ConditionPresent(
+                    ValueSet.of("no code: malignancy history is reviewed"),
+                    "personal history of malignancy",
+                    review=MALIGNANCY_HISTORY,
+                    review_reason="personal history of malignancy (Z85): dates need review",
+                ),
+            )
+        ),
     ),
     Criterion(
         "exc-stem-cell-transplant",
         E,
         "Previous stem cell transplantation",
         "Previous stem cell transplantation (haematopoietic or mesenchymal)",
-        "any HSCT/BMT procedure or history condition, or text naming mesenchymal stem cells",
+        "any HSCT/BMT procedure or history condition (incl. ICD-10-CM Z94.81, Z94.84), or text naming "
+        "mesenchymal stem cells",
         "Procedure, Condition",
         "procedures or conditions not available",
         ConditionPresent(STEM_CELL_TRANSPLANT, "stem cell transplantation", also_procedures=STEM_CELL_TRANSPLANT),
@@ -867,10 +921,10 @@ CRITERIA = (
         E,
         "History of splenectomy",
         "Have a history of splenectomy",
-        "any splenectomy procedure (total or partial)",
-        "Procedure",
-        "procedures not available",
-        ConditionPresent(ValueSet.of("none"), "splenectomy", also_procedures=SPLENECTOMY),
+        "any splenectomy procedure (total or partial), or acquired absence of spleen (ICD-10-CM Z90.81)",
+        "Procedure, Condition",
+        "procedures or conditions not available",
+        ConditionPresent(SPLENECTOMY_HISTORY, "splenectomy", also_procedures=SPLENECTOMY),
     ),
     Criterion(
         "exc-investigator-judgment",
@@ -891,6 +945,5 @@ TRIAL = Trial(
     url="https://clinicaltrials.gov/study/NCT04582136",
     criteria=CRITERIA,
     analytes=ANALYTES,
-    extra_observation_codes=SLEDAI_TOTAL,
     applicability=SLE | LUPUS_NOT_SPECIFIC | LUPUS_CUTANEOUS_ONLY,
 )

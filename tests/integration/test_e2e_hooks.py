@@ -1,12 +1,13 @@
-"""End to end against a real HAPI FHIR server: the service with no prefetch must agree exactly with
-the same patient's full-prefetch answer, for every fixture patient; plus paging, a HAPI 400, and a
-FHIR server that disappears mid-run."""
+"""End to end against a real HAPI FHIR server: for every fixture patient, `cds screen` on the file, the
+service with full prefetch and the service with no prefetch (fetching from HAPI) give the same report;
+plus paging, a HAPI 400, and a FHIR server that disappears mid-run."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cds.bundles import read_bundle_file
+from cds.cli import screen
 from cds.config import Settings
+from cds.engine import evaluate
 from cds.service.app import create_app
 from cds.service.demo import build_request, load_bundle
 from tests.fhir_json import without_uuids
@@ -76,11 +80,26 @@ async def _both(client: httpx.AsyncClient, pid: str, fhir: str) -> tuple[httpx.R
     return a, b
 
 
+def _cli_reports(pid: str, as_of: date, searched: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`cds screen --format jsonl` on the fixture file, and the same engine call on the file with the
+    data domains the hook searches declared searched."""
+    path = ROOT / "patients" / f"{pid}.json"
+    out, err = io.StringIO(), io.StringIO()
+    assert screen([path], as_of, "jsonl", out, err) == 0, err.getvalue()
+    (line,) = out.getvalue().splitlines()
+    contents = read_bundle_file(path)
+    (p,) = contents.patients
+    report = evaluate(p.resources, patient_id=p.patient_id, as_of=as_of, searched=searched)
+    return json.loads(line), report.to_json()
+
+
 @pytest.mark.parametrize("pid", sorted(EXPECTED))
-async def test_no_prefetch_against_hapi_agrees_with_full_prefetch(
+async def test_cli_http_with_prefetch_and_hapi_without_prefetch_agree_for_every_fixture(
     hapi_with_fixtures: str, tmp_path: Path, pid: str
 ) -> None:
-    async with _client(_settings(tmp_path, hapi_with_fixtures)) as (client, _):
+    settings = _settings(tmp_path, hapi_with_fixtures)
+    async with _client(settings) as (client, app):
+        searched = frozenset(q.resource_type for q in app.state.cds.queries)
         prefetched, fetched = await _both(client, pid, hapi_with_fixtures)
     assert prefetched.status_code == 200, prefetched.text
     assert fetched.status_code == 200, fetched.text
@@ -90,7 +109,21 @@ async def test_no_prefetch_against_hapi_agrees_with_full_prefetch(
     assert "incomplete" not in report, report.get("incomplete")
     assert "dataIssues" not in report
     assert report["verdict"] == EXPECTED[pid]["verdict"]
-    assert without_uuids(b) == without_uuids(a)
+    assert without_uuids(b) == without_uuids(a)  # HTTP with prefetch == HAPI without prefetch
+
+    assert settings.as_of is not None
+    cli, file_as_searched = _cli_reports(pid, settings.as_of, searched)
+    assert file_as_searched == report  # the engine on the file == the hook's report
+    # `cds screen` reads a file's absent resource type as not searched (a file is not a search):
+    # only criteria needing such a type may differ, and only towards "unknown" (data not available)
+    absent = searched - read_bundle_file(ROOT / "patients" / f"{pid}.json").searched
+    for mine, hooks in zip(cli["criteria"], report["criteria"], strict=True):
+        if mine != hooks:
+            assert absent, (mine, hooks)
+            assert mine["status"] == "unknown", (mine, hooks)
+            assert any(e["description"].startswith("data not available") for e in mine["evidence"]), mine
+    if not absent:
+        assert cli == report
 
 
 async def test_paging_through_hapi_next_links(hapi_with_fixtures: str, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import httpx
 
 from cds.config import Settings
 from cds.service.app import create_app
-from cds.service.prefetch import build_queries
+from cds.service.prefetch import queries_for
+from cds.trials.nct04582136 import TRIAL
 from tests.fhir_json import searchset
 
 FHIR = "https://ehr.test/fhir"
@@ -20,7 +21,7 @@ TOKEN = "fhir-access-tok-9f31c"
 AS_OF = date(2026, 11, 1)
 SERVICE = "/cds-services/nct04582136-prescreen"
 SNOMED = "http://snomed.info/sct"
-SEARCH_KEYS = {q.key: q.resource_type for q in build_queries(()) if not q.read}  # prefetch key -> type
+SEARCH_KEYS = {q.key: q.resource_type for q in queries_for(TRIAL) if not q.read}  # prefetch key -> type
 
 
 def patient(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any
 from cds.engine import evaluate
 from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
-from cds.service.prefetch import build_queries
+from cds.service.prefetch import queries_for
+from cds.trials.nct04582136 import TRIAL
 from tests.fhir_json import searchset
 
 FHIR = "http://fhir.test/fhir"
@@ -19,7 +20,7 @@ SERVICE = "/cds-services/nct04582136-prescreen"
 
 SNOMED = "http://snomed.info/sct"
 ENGINE_TYPES = READ_TYPES
-SEARCH_KEYS = {q.key: q.resource_type for q in build_queries(()) if not q.read}  # prefetch key -> type
+SEARCH_KEYS = {q.key: q.resource_type for q in queries_for(TRIAL) if not q.read}  # prefetch key -> type
 
 
 def patient(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:

@@ -15,7 +15,8 @@ from cds.service.demo import (
     run_demo,
     write_examples,
 )
-from cds.service.prefetch import build_queries
+from cds.service.prefetch import queries_for
+from cds.trials.nct04582136 import TRIAL
 
 pytestmark = pytest.mark.skipif(not DEFAULT_PATIENT.exists(), reason="fixture patients not generated yet")
 
@@ -49,7 +50,8 @@ def test_request_prefetch_has_the_patient_and_one_searchset_per_template() -> No
     assert prefetch["patient"]["resourceType"] == "Patient"
     assert prefetch["patient"]["id"] == request["context"]["patientId"]
     searchsets = {k: v for k, v in prefetch.items() if k != "patient"}
-    assert len(searchsets) == len([q for q in build_queries(()) if not q.read])
+    assert set(searchsets) == {q.key for q in queries_for(TRIAL) if not q.read}
+    assert "observationsByCategory" in searchsets  # the SLEDAI-2K total recognised by text
     assert all(v["resourceType"] == "Bundle" and v["type"] == "searchset" for v in searchsets.values())
     assert len(prefetch["observations"]["entry"]) > 0
 

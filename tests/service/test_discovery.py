@@ -9,7 +9,10 @@ from cds.trials.nct04582136 import TRIAL
 
 # The spec's recommended subset: instance read, or type search with patient= and token parameters.
 READ = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/\{\{context\.patientId\}\}$")
-SEARCH = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?patient=\{\{context\.patientId\}\}(&code=(?P<codes>[^&]+))?$")
+SEARCH = re.compile(
+    r"^(?P<type>[A-Z][A-Za-z]+)\?patient=\{\{context\.patientId\}\}"
+    r"(&code=(?P<codes>[^&]+))?(&category=(?P<categories>[^&]+))?$"
+)
 
 
 async def test_discovery_lists_one_patient_view_service(client: httpx.AsyncClient) -> None:
@@ -55,3 +58,14 @@ async def test_observation_template_filters_to_every_trial_code_including_local_
     assert len(tokens) == len(set(tokens))
     local = [t for t in tokens if not t.startswith("http://loinc.org|")]
     assert any("SLEDAI" in t for t in local), "the local SLEDAI-2K code must be queried too"
+
+
+async def test_observation_categories_where_data_is_recognised_by_text_are_fetched_too(
+    client: httpx.AsyncClient,
+) -> None:
+    prefetch = (await client.get("/cds-services")).json()["services"][0]["prefetch"]
+    match = SEARCH.match(prefetch["observationsByCategory"])
+    assert match
+    assert match["type"] == "Observation"
+    assert set(match["categories"].split(",")) == {f"{s}|{c}" for s, c in TRIAL.observation_categories}
+    assert "http://terminology.hl7.org/CodeSystem/observation-category|survey" in match["categories"].split(",")

@@ -67,16 +67,21 @@ def _serve_bundle(mock: respx.MockRouter, bundle: dict[str, Any]) -> None:
 
     def search(request: httpx.Request, rtype: str) -> httpx.Response:
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-        codes = set(request.url.params["code"].split(",")) if "code" in request.url.params else None
+        tokens = {name: set(request.url.params.get(name, "").split(",")) for name in ("code", "category")}
+        tokens = {name: wanted for name, wanted in tokens.items() if wanted != {""}}
         matching = []
         for r in resources:
             if r["resourceType"] != rtype:
                 continue
-            if codes is not None:
-                codings = r.get("code", {}).get("coding", [])
-                if not any(f"{c.get('system')}|{c.get('code')}" in codes for c in codings):
-                    continue
-            matching.append(r)
+            for name, wanted in tokens.items():
+                concepts = r.get(name, [])
+                codings = [
+                    c for cc in (concepts if isinstance(concepts, list) else [concepts]) for c in cc.get("coding", [])
+                ]
+                if not any(f"{c.get('system')}|{c.get('code')}" in wanted for c in codings):
+                    break
+            else:
+                matching.append(r)
         # Pages of at most 100 (fewer than the service's _count of 200) to exercise next links.
         size = min(int(request.url.params["_count"]), 100)
         offset = int(request.url.params.get("_offset", "0"))
@@ -103,8 +108,11 @@ async def test_fixture_patient_without_prefetch_through_fhir(
     assert _verdict(await client.post(SERVICE, json=request)) == EXPECTED[pid]["verdict"]
     assert len(respx_mock.calls) >= 8
     if pid == "real-active-sle":  # 409 trial Observations: 5 pages through next links
-        pages = [c for c in respx_mock.calls if c.request.url.path.endswith("/Observation")]
+        observation_calls = [c for c in respx_mock.calls if c.request.url.path.endswith("/Observation")]
+        pages = [c for c in observation_calls if "code" in c.request.url.params]
         assert len(pages) == 5
+        by_category = [c for c in observation_calls if "category" in c.request.url.params]
+        assert len(by_category) == 1  # the survey/exam Observations (SLEDAI-2K scores) fit one page
 
 
 def test_expected_file_lists_existing_patients() -> None:

@@ -1,4 +1,4 @@
-"""The trial definition: exact criterion ids, no unverified codes, docs generated from it."""
+"""The trial definition: exact criterion ids, verified codes used (with their sources), docs generated from it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cds.engine.model import Kind
 from cds.trials.docs import criteria_markdown
-from cds.trials.nct04582136 import TRIAL, UNVERIFIED_LEFT_OUT
+from cds.trials.nct04582136 import TRIAL, UNVERIFIED_LEFT_OUT, VERIFIED_NOT_READ
 
 INCLUSION = [
     "inc-age", "inc-sle-diagnosis", "inc-sle-duration", "inc-sledai", "inc-serology", "inc-steroid-stable",
@@ -27,30 +27,42 @@ def test_criterion_ids_and_kinds_are_exactly_the_issue_list() -> None:
     assert [c.id for c in TRIAL.criteria if not c.settleable] == ["exc-investigator-judgment"]
 
 
-def _all_codes() -> set[str]:
-    """Every code the definition matches on: value sets, analytes, drug products and ingredients."""
+def all_codes() -> set[tuple[str, str]]:
+    """Every (system, code) the definition matches on: value sets, analytes, drug products and ingredients."""
     import cds.trials.nct04582136 as mod
     from cds.engine.definition import Analyte, Drug, ValueSet
 
-    codes: set[str] = set()
+    codes: set[tuple[str, str]] = set()
     for value in vars(mod).values():
         items = value if isinstance(value, tuple) else (value,)
         for item in items:
             if isinstance(item, ValueSet):
-                codes |= {c for _, c in item.codes}
+                codes |= item.codes
             elif isinstance(item, Analyte):
-                codes |= {c for _, c in item.codes.codes}
+                codes |= item.codes.codes
             elif isinstance(item, Drug):
-                codes |= {c for _, c in item.value_set.codes}
+                codes |= item.value_set.codes
+    for criterion in TRIAL.criteria:
+        codes |= {code for read in TRIAL.reads_of(criterion) for code in read.codes}
     return codes
 
 
-def test_unverified_codes_are_left_out() -> None:
-    codes = _all_codes()
-    for unverified in ("13645005", "363346000", "254651007", "26643006", "47625008", "413712001", "9061",
-                       "27169", "14927-8", "M35.1"):  # fmt: skip
+def test_codes_verified_since_the_reference_note_are_used() -> None:
+    codes = {c for _, c in all_codes()}
+    for verified in ("13645005", "363346000", "254651007", "27169", "14927-8", "1743-4", "30239-8", "34366-5",
+                     "M35.1", "Z90.81", "Z94.81", "Z94.84", "Z33.1", "O09.511", "Z85.3", "J44.9", "B18.1"):  # fmt: skip
+        assert verified in codes, verified
+
+
+def test_only_codes_no_public_source_confirmed_are_left_out() -> None:
+    codes = {c for _, c in all_codes()}
+    for unverified in ("26643006", "47625008", "9061"):
+        assert unverified in " ".join(UNVERIFIED_LEFT_OUT.values())
         assert unverified not in codes, unverified
-    assert "COPD 13645005" in UNVERIFIED_LEFT_OUT["SNOMED"]
+    for verified_elsewhere in ("13645005", "363346000", "14927-8", "27169", "M35.1", "Z85", "B16"):
+        assert verified_elsewhere not in " ".join(UNVERIFIED_LEFT_OUT.values()), verified_elsewhere
+    for key in VERIFIED_NOT_READ:  # verified, but not a code the rules read
+        assert key.split()[-1] not in codes, key
 
 
 def test_readme_carries_the_generated_criteria_table() -> None:

@@ -1,0 +1,165 @@
+"""What each rule reads from a record, declared next to the rule types, so nothing reads data the
+service does not fetch.
+
+`reads(rule, policy)` gives the `Read`s of one rule: the resource types, and for Observations the
+codes it selects by, the categories within which it recognises data by text (a SLEDAI-2K total
+with no standard code), and how far back it looks. The trial derives from them the Observation
+codes, categories and look-back (`cds.engine.trial.Trial`), the service its prefetch templates and
+FHIR fallback queries (`cds.service.prefetch.queries_for`), and the engine's own pre-filter keeps
+only the Observations those queries can return, so `cds screen` on a file and the hook over HTTP
+read the same data.
+
+Every rule type in `cds.engine.rules` is registered here; an unregistered rule raises `TypeError`
+(and a test checks each rule type has a declaration).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cds.engine.definition import Analyte, Policy, ValueSet
+from cds.engine.record import MEDICATION_TYPES
+from cds.engine.rules import (
+    AgeRange,
+    AlwaysReview,
+    AnyOf,
+    ClinicalSledai,
+    CodedDiagnosis,
+    ConditionPresent,
+    DiagnosisAge,
+    DrugExposure,
+    LabTest,
+    Malignancy,
+    Pregnancy,
+    RecentSurgery,
+    RenalSeverity,
+    Serology,
+    StableRegimen,
+    SteroidDoseAbove,
+    SteroidRequiringCondition,
+)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One kind of data a rule reads. For Observations: `codes` (system, code) it selects by; `text`
+    a pattern it recognises in `code.text` / `coding.display` of Observations in `categories`
+    (system, code); `lookback_days` how far before the as-of date (None: any time)."""
+
+    resource_type: str
+    codes: frozenset[tuple[str, str]] = frozenset()
+    categories: frozenset[tuple[str, str]] = frozenset()
+    text: re.Pattern[str] | None = None
+    lookback_days: int | None = None
+
+
+def _types(*types: str) -> tuple[Read, ...]:
+    return tuple(Read(t) for t in types)
+
+
+def _medications() -> tuple[Read, ...]:
+    return _types(*sorted(MEDICATION_TYPES))
+
+
+def observations(vs: ValueSet, days: int, policy: Policy) -> Read:
+    """Observations selected by a value set's codes within `days`; its text pattern (if any) is
+    recognised within the policy's text categories."""
+    return Read(
+        "Observation",
+        codes=vs.codes,
+        categories=frozenset(policy.observation_text_categories) if vs.text is not None else frozenset(),
+        text=vs.text,
+        lookback_days=days,
+    )
+
+
+def _labs(analytes: Iterable[Analyte], days: int, policy: Policy) -> tuple[Read, ...]:
+    """Lab results in the window, and the DiagnosticReports that list them (a report entered in
+    error withdraws its results)."""
+    return (*(observations(a.codes, days, policy) for a in analytes), Read("DiagnosticReport", lookback_days=days))
+
+
+@functools.singledispatch
+def reads(rule: object, policy: Policy) -> tuple[Read, ...]:
+    raise TypeError(f"{type(rule).__name__} does not declare what it reads (register it in cds.engine.reads)")
+
+
+@reads.register
+def _(rule: AnyOf, policy: Policy) -> tuple[Read, ...]:
+    return tuple(r for part in rule.parts for r in reads(part, policy))
+
+
+@reads.register
+def _(rule: AlwaysReview, policy: Policy) -> tuple[Read, ...]:
+    return ()
+
+
+@reads.register
+def _(rule: AgeRange, policy: Policy) -> tuple[Read, ...]:
+    return _types("Patient")
+
+
+@reads.register(CodedDiagnosis)
+@reads.register(DiagnosisAge)
+@reads.register(Malignancy)
+def _(rule: object, policy: Policy) -> tuple[Read, ...]:
+    return _types("Patient", "Condition")
+
+
+@reads.register
+def _(rule: ConditionPresent, policy: Policy) -> tuple[Read, ...]:
+    return _types("Condition", "Procedure") if rule.also_procedures is not None else _types("Condition")
+
+
+@reads.register
+def _(rule: LabTest, policy: Policy) -> tuple[Read, ...]:
+    return _labs((rule.analyte,), rule._window_days(policy), policy)
+
+
+@reads.register
+def _(rule: Serology, policy: Policy) -> tuple[Read, ...]:
+    return _labs((rule.dsdna, rule.c3), policy.serology_window_days, policy)
+
+
+@reads.register
+def _(rule: ClinicalSledai, policy: Policy) -> tuple[Read, ...]:
+    days = policy.sledai_window_days
+    score = rule.score | ValueSet.of("SLEDAI-2K site codes", policy.sledai_local_codes)
+    return (observations(score, days, policy), *_labs((*rule.dsdna, *rule.complement), days, policy))
+
+
+@reads.register
+def _(rule: RenalSeverity, policy: Policy) -> tuple[Read, ...]:
+    analytes = (rule.protein_24h, rule.upcr, rule.egfr, rule.creatinine)
+    return (*_types("Patient"), *_labs(analytes, policy.safety_lab_window_days, policy))
+
+
+@reads.register
+def _(rule: Pregnancy, policy: Policy) -> tuple[Read, ...]:
+    return (*_types("Patient", "Condition"), *_labs((rule.tests,), policy.pregnancy_test_window_days, policy))
+
+
+@reads.register
+def _(rule: DrugExposure, policy: Policy) -> tuple[Read, ...]:
+    extra = _types("AllergyIntolerance") if rule.allergy is not None else ()
+    extra += _types("Procedure") if rule.review_procedures is not None else ()
+    return (*_medications(), *extra)
+
+
+@reads.register(SteroidDoseAbove)
+@reads.register(StableRegimen)
+def _(rule: object, policy: Policy) -> tuple[Read, ...]:
+    return _medications()
+
+
+@reads.register
+def _(rule: SteroidRequiringCondition, policy: Policy) -> tuple[Read, ...]:
+    return (*_types("Condition"), *_medications())
+
+
+@reads.register
+def _(rule: RecentSurgery, policy: Policy) -> tuple[Read, ...]:
+    return _types("Procedure")

@@ -1,0 +1,272 @@
+"""The hook fetches everything the engine reads: the prefetch templates and the FHIR fallback come from
+what the criteria declare they read (`cds.engine.reads`), and evaluating a whole record equals
+evaluating what the service's own queries retrieve from it (their search semantics simulated over the
+record by `PrefetchQuery.selects`)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from service_helpers import FHIR, PID, SERVICE, TOKEN, hook_request, patient, sle_condition
+
+import cds.engine.rules as rules_module
+from cds.engine import evaluate
+from cds.engine.definition import OBSERVATION_CATEGORY, Policy
+from cds.engine.model import Report, Status
+from cds.engine.reads import reads
+from cds.service.demo import build_request, load_bundle, prefetch_from_bundle
+from cds.service.prefetch import CATEGORY_KEY, PrefetchQuery, queries_for
+from cds.trials.nct04582136 import TRIAL
+from tests.fhir_json import searchset, without_uuids
+
+ROOT = Path(__file__).resolve().parents[2] / "fixtures"
+EXPECTED = json.loads((ROOT / "expected.json").read_text(encoding="utf-8"))
+AS_OF = date(2026, 11, 1)
+QUERIES = queries_for(TRIAL)
+SEARCHED = frozenset(q.resource_type for q in QUERIES)
+
+
+def retrieved(resources: list[dict[str, Any]], patient_id: str, since: date | None = None) -> list[dict[str, Any]]:
+    """What the service's queries return from this record (prefetch: no date; fallback: `since`),
+    each resource once, as `gather_data` passes them on."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for query in QUERIES:
+        for r in resources:
+            if query.selects(r, patient_id, since) and (r["resourceType"], r["id"]) not in seen:
+                seen.add((r["resourceType"], r["id"]))
+                out.append(r)
+    return out
+
+
+def report(resources: list[dict[str, Any]], patient_id: str) -> Report:
+    return evaluate(resources, patient_id=patient_id, as_of=AS_OF, searched=SEARCHED)
+
+
+def _fixture(pid: str) -> list[dict[str, Any]]:
+    bundle = load_bundle(ROOT / "patients" / f"{pid}.json")
+    return [e["resource"] for e in bundle["entry"]]
+
+
+@pytest.mark.parametrize("pid", sorted(EXPECTED))
+def test_whole_record_equals_what_the_templates_and_the_fallback_retrieve(pid: str) -> None:
+    resources = _fixture(pid)
+    whole = report(resources, pid)
+    assert report(retrieved(resources, pid), pid) == whole  # prefetch templates (no date)
+    since = TRIAL.observation_cutoff(AS_OF)
+    assert report(retrieved(resources, pid, since), pid) == whole  # FHIR fallback (date=ge<since>)
+
+
+# ------------------------------------------------------------------ generated records
+
+CODES = [*TRIAL.observation_codes, ("http://loinc.org", "718-7"), ("http://loinc.org", "8310-5")]
+CATEGORIES = [None, "laboratory", "vital-signs", "survey", "exam", "social-history"]
+TEXTS = [None, "SLEDAI-2K total", "SLEDAI 2K", "Hemoglobin", "PHQ-9 total", "SELENA-SLEDAI"]
+
+
+@st.composite
+def observation(draw: st.DrawFn, n: int) -> dict[str, Any]:
+    coded = draw(st.booleans())
+    code: dict[str, Any] = {}
+    if coded:
+        system, value = draw(st.sampled_from(CODES))
+        code["coding"] = [{"system": system, "code": value}]
+    else:
+        code["coding"] = [{"system": "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679", "code": str(3040100 + n)}]
+    text = draw(st.sampled_from(TEXTS))
+    if text:
+        code["text"] = text
+    o: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": f"obs-{n}",
+        "status": draw(st.sampled_from(["final", "final", "amended", "preliminary"])),
+        "subject": {"reference": f"Patient/{PID}"},
+        "code": code,
+        "effectiveDateTime": (AS_OF - timedelta(days=draw(st.integers(0, 60)))).isoformat(),
+        "valueQuantity": {"value": draw(st.integers(0, 20)), "unit": "{score}"},
+    }
+    category = draw(st.sampled_from(CATEGORIES))
+    if category:
+        o["category"] = [{"coding": [{"system": OBSERVATION_CATEGORY, "code": category}]}]
+    return o
+
+
+@st.composite
+def records(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(0, 8))
+    observations = [draw(observation(i)) for i in range(n)]
+    return [patient(), sle_condition(), *observations]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records())
+def test_generated_records_whole_equals_retrieved(resources: list[dict[str, Any]]) -> None:
+    whole = report(resources, PID)
+    assert report(retrieved(resources, PID), PID) == whole
+    assert report(retrieved(resources, PID, TRIAL.observation_cutoff(AS_OF)), PID) == whole
+
+
+# ------------------------------------------------------------------ declarations
+
+
+def test_every_rule_type_declares_what_it_reads() -> None:
+    rule_types = [
+        cls
+        for _, cls in inspect.getmembers(rules_module, inspect.isclass)
+        if cls.__module__ == rules_module.__name__ and hasattr(cls, "evaluate") and cls is not rules_module.Rule
+    ]
+    assert len(rule_types) > 10
+    for rule_type in rule_types:
+        assert rule_type in reads.registry, f"{rule_type.__name__} does not declare what it reads"
+
+
+def test_queries_are_derived_from_the_declarations() -> None:
+    assert {q.resource_type for q in QUERIES} == set(TRIAL.resource_types)
+    codes = next(q for q in QUERIES if q.key == "observations").search_params(PID)["code"].split(",")
+    assert set(codes) == {f"{s}|{c}" for s, c in TRIAL.observation_codes}
+    assert TRIAL.observation_lookback_days == Policy().observation_lookback_days
+
+
+def test_site_sledai_codes_from_settings_are_queried() -> None:
+    site = ("urn:oid:1.2.840.114350.1.13.0.1.7.2.707679", "SLEDAI2K-TOTAL")
+    trial = TRIAL.with_policy(sledai_local_codes=(site,))
+    assert site in trial.observation_codes
+    assert site not in TRIAL.observation_codes
+    assert f"{site[0]}|{site[1]}" in queries_for(trial)[2].search_params(PID)["code"].split(",")
+
+
+def test_longer_windows_lengthen_the_fallback_lookback() -> None:
+    trial = TRIAL.with_policy(safety_lab_window_days=60)
+    assert trial.observation_lookback_days == 60
+    assert trial.observation_cutoff(AS_OF) == AS_OF - timedelta(days=60)
+
+
+@pytest.mark.parametrize(
+    ("query", "resource", "selected"),
+    [
+        (PrefetchQuery("o", "Observation", (("patient", "x"), ("code", "http://loinc.org|1-8"))), {}, True),
+        (PrefetchQuery("o", "Observation", (("patient", "x"), ("code", "1-8"))), {}, True),
+        (PrefetchQuery("o", "Observation", (("patient", "x"), ("code", "http://other|1-8"))), {}, False),
+        (PrefetchQuery("o", "Observation", (("patient", "x"), ("category", "http://c|survey"))), {}, False),
+        (
+            PrefetchQuery("o", "Observation", (("patient", "x"), ("category", "http://c|lab,http://c|survey"))),
+            {"category": [{"coding": [{"system": "http://c", "code": "survey"}]}]},
+            True,
+        ),
+        (PrefetchQuery("o", "Observation", (("patient", "x"),)), {"subject": {"reference": "Patient/y"}}, False),
+    ],
+)
+def test_selects_states_fhir_token_search_semantics(
+    query: PrefetchQuery, resource: dict[str, Any], selected: bool
+) -> None:
+    base = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "subject": {"reference": "Patient/x"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+    }
+    assert query.selects({**base, **resource}, "x") is selected
+
+
+# ------------------------------------------------------------------ the regression
+
+
+def _sledai_by_text(pid: str = PID) -> dict[str, Any]:
+    """A SLEDAI-2K total as an EHR flowsheet row: a site-specific code only, named in its text."""
+    return {
+        "resourceType": "Observation",
+        "id": "flowsheet-sledai",
+        "status": "final",
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "survey"}]}],
+        "code": {
+            "coding": [
+                {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679", "code": "3040104", "display": "SLEDAI"}
+            ],
+            "text": "SLEDAI-2K total",
+        },
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": (AS_OF - timedelta(days=5)).isoformat(),
+        "valueQuantity": {"value": 10, "unit": "{score}"},
+    }
+
+
+def _sledai_status(report: Report) -> Status:
+    return next(c.status for c in report.criteria if c.id == "inc-sledai")
+
+
+def _record() -> list[dict[str, Any]]:
+    return [patient(), sle_condition(), _sledai_by_text()]
+
+
+async def test_sledai_total_recognised_by_text_is_fetched_by_templates_and_fallback(
+    client: httpx.AsyncClient, respx_mock: respx.MockRouter
+) -> None:
+    # `cds screen` reads it from the file ...
+    assert _sledai_status(report(_record(), PID)) is Status.MET
+    # ... the prefetch templates select it (by its survey category), as an EHR fills them ...
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in _record()]}
+    prefetch = prefetch_from_bundle(bundle, QUERIES, PID)
+    assert [e["resource"]["id"] for e in prefetch[CATEGORY_KEY]["entry"]] == ["flowsheet-sledai"]
+    assert _sledai_status(report(retrieved(_record(), PID), PID)) is Status.MET
+    with_prefetch = await client.post(SERVICE, json=hook_request(prefetch))
+    assert with_prefetch.status_code == 200, with_prefetch.text
+
+    # ... and the FHIR fallback asks for it: a FHIR server answering with FHIR search semantics.
+    def search(request: httpx.Request, rtype: str) -> httpx.Response:
+        query = next(
+            q
+            for q in QUERIES
+            if q.resource_type == rtype and {k for k, _ in q.params} == set(request.url.params) - {"date", "_count"}
+        )
+        since = (
+            date.fromisoformat(request.url.params["date"].removeprefix("ge")) if "date" in request.url.params else None
+        )
+        return httpx.Response(200, json=searchset(r for r in _record() if query.selects(r, PID, since)))
+
+    respx_mock.get(f"{FHIR}/Patient/{PID}").mock(return_value=httpx.Response(200, json=patient()))
+    respx_mock.get(url__regex=rf"^{FHIR}/(?P<rtype>[A-Za-z]+)\?.*$").mock(side_effect=search)
+    fetched = await client.post(SERVICE, json=hook_request(None, token=TOKEN))
+    assert fetched.status_code == 200, fetched.text
+    category_calls = [c for c in respx_mock.calls if "category" in c.request.url.params]
+    assert len(category_calls) == 1
+    a, b = with_prefetch.json()["cards"], fetched.json()["cards"]
+    assert without_uuids(a) == without_uuids(b)
+    report_json = b[0]["extension"]["org.nct04582136-cds.report"]
+    sledai = next(c for c in report_json["criteria"] if c["id"] == "inc-sledai")
+    assert sledai["status"] == "met"
+
+
+def test_build_request_prefetches_the_category_template() -> None:
+    request = build_request(load_bundle(ROOT / "patients" / "base-candidate.json"), fhir_server=None)
+    entries = request["prefetch"][CATEGORY_KEY].get("entry", [])
+    assert entries
+    assert all(
+        any(c["code"] in ("survey", "exam") for cat in e["resource"]["category"] for c in cat["coding"])
+        for e in entries
+    )
+
+
+def test_text_only_total_outside_the_fetched_categories_is_not_read_by_the_file_path_either() -> None:
+    """The engine reads only what the hook fetches: a total named only in text, in a category the
+    service does not fetch, is left out everywhere (the criterion stays unknown, never met)."""
+    uncategorised = {
+        **_sledai_by_text(),
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+    }
+    record = [patient(), sle_condition(), uncategorised]
+    assert retrieved(record, PID) == [patient(), sle_condition()]
+    assert _sledai_status(report(record, PID)) is Status.UNKNOWN
+    assert report(record, PID) == report(retrieved(record, PID), PID)
+    site = TRIAL.with_policy(observation_text_categories=((OBSERVATION_CATEGORY, "laboratory"),))
+    assert (OBSERVATION_CATEGORY, "laboratory") in site.observation_categories
+    read = evaluate(record, patient_id=PID, as_of=AS_OF, searched=SEARCHED, trial=site)
+    assert _sledai_status(read) is Status.MET
