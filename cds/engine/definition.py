@@ -131,6 +131,15 @@ class Analyte:
     # Unit a result stated without any unit is read in (e.g. an Epic eGFR valueString ">60"): only
     # for analytes reported in one unit everywhere. Such evidence is flagged DERIVED. None: unknown.
     implied_unit: str | None = None
+    # Panels that may carry this analyte as an Observation.component (a CBC carrying the WBC). A
+    # FHIR `code` search sees only the panel's own code, so these codes are what the service asks
+    # for; a panel under any other code is neither fetched nor read (the result stays unknown).
+    panels: ValueSet | None = None
+
+    @property
+    def fetched_by(self) -> ValueSet:
+        """The codes an Observation carrying this analyte is selected by: its own and its panels'."""
+        return self.codes if self.panels is None else self.codes | self.panels
 
 
 class RouteClass(StrEnum):

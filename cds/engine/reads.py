@@ -25,6 +25,7 @@ from cds.engine.record import MEDICATION_TYPES
 from cds.engine.rules import (
     AgeRange,
     AlwaysReview,
+    AntiInfectiveTreatment,
     AnyOf,
     ClinicalSledai,
     CodedDiagnosis,
@@ -79,7 +80,10 @@ def observations(vs: ValueSet, days: int, policy: Policy) -> Read:
 def _labs(analytes: Iterable[Analyte], days: int, policy: Policy) -> tuple[Read, ...]:
     """Lab results in the window, and the DiagnosticReports that list them (a report entered in
     error withdraws its results)."""
-    return (*(observations(a.codes, days, policy) for a in analytes), Read("DiagnosticReport", lookback_days=days))
+    return (
+        *(observations(a.fetched_by, days, policy) for a in analytes),
+        Read("DiagnosticReport", lookback_days=days),
+    )
 
 
 @functools.singledispatch
@@ -142,11 +146,21 @@ def _(rule: Pregnancy, policy: Policy) -> tuple[Read, ...]:
     return (*_types("Patient", "Condition"), *_labs((rule.tests,), policy.pregnancy_test_window_days, policy))
 
 
-@reads.register
-def _(rule: DrugExposure, policy: Policy) -> tuple[Read, ...]:
+def _drug_reads(rule: DrugExposure) -> tuple[Read, ...]:
     extra = _types("AllergyIntolerance") if rule.allergy is not None else ()
     extra += _types("Procedure") if rule.review_procedures is not None else ()
     return (*_medications(), *extra)
+
+
+@reads.register
+def _(rule: DrugExposure, policy: Policy) -> tuple[Read, ...]:
+    return _drug_reads(rule)
+
+
+@reads.register
+def _(rule: AntiInfectiveTreatment, policy: Policy) -> tuple[Read, ...]:
+    # the infections recorded decide treatment vs prophylaxis
+    return (*_drug_reads(rule), *(_types("Condition") if rule.infections is not None else ()))
 
 
 @reads.register(SteroidDoseAbove)

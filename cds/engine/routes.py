@@ -24,6 +24,9 @@ NCI_SYSTEMS = frozenset({"http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "
 
 R = RouteClass
 
+# SNOMED CT route codes: the FHIR R4 value set http://hl7.org/fhir/ValueSet/route-codes (OID
+# 2.16.840.1.113883.4.642.3.98; is-a 284009009 "Route of administration values"), which lists
+# 26643006 Oral route, 47625008 Intravenous route, 34206005 Subcutaneous route, 6064005 Topical route.
 SNOMED_ROUTES: dict[str, RouteClass] = {
     "26643006": R.ORAL,  # Oral route
     "127490009": R.ORAL,  # Gastrostomy route (enteral)

@@ -88,23 +88,13 @@ class Trial:
 
     def observation_is_relevant(self, raw: Mapping[str, Any]) -> bool:
         """Cheap pre-filter on raw JSON: could any criterion read this Observation, and would the
-        service's queries fetch it? Selected by a declared code, or in a declared category with a
-        text a rule recognises (see `cds.engine.reads`); panels carry results as components, so a
-        component's code or text counts too."""
+        service's queries fetch it? Selected by a declared code (an analyte's, or a panel's that
+        carries it as a component: `Analyte.panels`), or in a declared category with a text a rule
+        recognises (see `cds.engine.reads`). A FHIR `code` search matches only the Observation's
+        own code, so a component's code alone does not make it relevant."""
         code = raw.get("code")
         if not isinstance(code, Mapping):
             return True  # let validation report it
-        if self._concept_is_relevant(code, raw):
-            return True
-        components = raw.get("component")
-        if isinstance(components, list):
-            for comp in components:
-                code_ = comp.get("code") if isinstance(comp, Mapping) else None
-                if isinstance(code_, Mapping) and self._concept_is_relevant(code_, raw):
-                    return True
-        return False
-
-    def _concept_is_relevant(self, code: Mapping[str, Any], raw: Mapping[str, Any]) -> bool:
         codings = code.get("coding")
         pairs: list[tuple[str | None, str | None]] = []
         texts: list[str] = []

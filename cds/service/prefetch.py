@@ -128,8 +128,8 @@ class PrefetchQuery:
 
     def selects(self, resource: Mapping[str, Any], patient_id: str, since: date | None = None) -> bool:
         """Would this query return `resource` for this patient? FHIR search semantics for the
-        parameters this table uses: the read by id; ``patient``; token OR lists on ``code``,
-        ``component-code`` and ``category`` (``system|code``, or ``code`` in any system); ``ge`` on the date parameter
+        parameters this table uses: the read by id; ``patient``; token OR lists on ``code`` and
+        ``category`` (``system|code``, or ``code`` in any system); ``ge`` on the date parameter
         (Observation ``effective[x]``; a resource without it does not match)."""
         if resource.get("resourceType") != self.resource_type:
             return False
@@ -140,14 +140,10 @@ class PrefetchQuery:
         for name, value in self.params:
             if name == "patient":
                 continue
-            if name == "component-code":
-                components = resource.get("component")
-                concepts = [c.get("code") for c in components if isinstance(c, Mapping)] if isinstance(components, list) else []
-            elif name in ("code", "category"):
-                concepts = resource.get(name)
-                concepts = concepts if isinstance(concepts, list) else [concepts]
-            else:
+            if name not in ("code", "category"):
                 raise ValueError(f"no search semantics for parameter {name!r}")
+            value_ = resource.get(name)
+            concepts = value_ if isinstance(value_, list) else [value_]
             if not _token_match(concepts, value.split(",")):
                 return False
         if since is not None and self.since_param is not None:
@@ -189,7 +185,6 @@ KEYS = {
     "DiagnosticReport": "diagnosticReports",
 }
 CATEGORY_KEY = "observationsByCategory"
-COMPONENT_KEY = "observationsByComponent"
 # Dated resource types: the FHIR fallback bounds them from below with this search parameter.
 SINCE_PARAMS = {"Observation": "date", "DiagnosticReport": "date"}
 
@@ -203,8 +198,7 @@ def build_queries(
 
     Observations are restricted to the given codes, as one token parameter with comma-separated
     ``system|code`` values (OR); with `observation_categories`, a second Observation query
-    (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text; a third
-    (`COMPONENT_KEY`) fetches panels whose components carry those codes (``component-code``).
+    (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text.
     """
     patient = (("patient", PATIENT_TOKEN),)
     types = {"Patient", "Condition", *resource_types}
@@ -220,9 +214,6 @@ def build_queries(
         elif rtype == "Observation":
             params = (*patient, ("code", codes)) if codes else patient
             queries.append(PrefetchQuery(key, rtype, params, since_param="date"))
-            if codes:  # panels carry results as components: `code` search does not see them
-                by_component = (*patient, ("component-code", codes))
-                queries.append(PrefetchQuery(COMPONENT_KEY, rtype, by_component, since_param="date"))
             if categories:
                 by_category = (*patient, ("category", categories))
                 queries.append(PrefetchQuery(CATEGORY_KEY, rtype, by_category, since_param="date"))

@@ -60,7 +60,7 @@ LOCAL_ACTIVITY_SYSTEM = "https://github.com/nct04582136-cds/CodeSystem/disease-a
 # No public source consulted (search of public code, implementation guides and value sets) confirmed
 # these codes; the name patterns of the drugs cover them meanwhile.
 UNVERIFIED_LEFT_OUT = {
-    "SNOMED": "sirolimus substance; oral/IV route qualifiers (26643006, 47625008); SLEDAI item findings",
+    "SNOMED": "sirolimus substance; SLEDAI item findings",
     "RxNorm": "IVIG ingredient; belimumab ingredient; quinacrine 9061; voclosporin; "
     "valsartan/irbesartan/telmisartan/olmesartan/candesartan ingredients; meloxicam; rifampin",
     "LOINC": "IGRA, CH50",
@@ -200,24 +200,55 @@ CHEMOTHERAPY = ValueSet.of("chemotherapy", _sct("367336001"))
 
 # --------------------------------------------------------------------------- laboratory
 
+# Panels whose components may carry an analyte (LOINC panel terms, loinc.org/<code>): the service
+# fetches them by these codes, the engine reads the matching components.
+CBC_PANELS = ValueSet.of(
+    "CBC panels",
+    [(LOINC, "58410-2"), (LOINC, "57021-8"), (LOINC, "24318-8")],  # CBC auto; CBC w auto diff; manual differential
+)
+CHEMISTRY_PANELS = ValueSet.of(
+    "chemistry panels",
+    [(LOINC, "24323-8"), (LOINC, "24321-2"), (LOINC, "24325-3")],  # comprehensive, basic metabolic, hepatic function
+)
+LIPID_PANELS = ValueSet.of("lipid panels", [(LOINC, "57698-3"), (LOINC, "24331-1")])  # lipid w direct LDL; lipid 1996
+
 DSDNA = Analyte("anti-dsDNA", _loinc("33799-8", "32677-7", "5130-0", "47299-3"), "[IU]/mL")
 C3 = Analyte("C3", _loinc("4485-9"), "g/L")
 C4 = Analyte("C4", _loinc("4498-2"), "mg/dL")
-WBC = Analyte("WBC", _loinc("6690-2", "26464-8"), "10*9/L")
+WBC = Analyte("WBC", _loinc("6690-2", "26464-8"), "10*9/L", panels=CBC_PANELS)
 _ENZYME_EQ = {"[iU]/L": "U/L", "[IU]/L": "U/L"}
 # ALT/AST with pyridoxal phosphate 1743-4 / 30239-8: the eCQM value sets for ALT and AST (eCQM
 # update 2025-05-08, as published in the canvas-sdk value sets) list them with 1742-6 / 1920-8.
-ALT = Analyte("ALT", _loinc("1742-6", "1743-4"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40)
-AST = Analyte("AST", _loinc("1920-8", "30239-8"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40)
+ALT = Analyte(
+    "ALT", _loinc("1742-6", "1743-4"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40, panels=CHEMISTRY_PANELS
+)
+AST = Analyte(
+    "AST", _loinc("1920-8", "30239-8"), "U/L", unit_equivalents=_ENZYME_EQ, default_uln=40, panels=CHEMISTRY_PANELS
+)
 BILIRUBIN = Analyte(
-    "total bilirubin", _loinc("1975-2", "42719-5", "14631-6"), "mg/dL", molar_mass=584.66, default_uln=1.2
+    "total bilirubin",
+    _loinc("1975-2", "42719-5", "14631-6"),
+    "mg/dL",
+    molar_mass=584.66,
+    default_uln=1.2,
+    panels=CHEMISTRY_PANELS,
 )
 CHOLESTEROL = Analyte(
-    "total cholesterol", _loinc("2093-3", "14647-2", "35200-5"), "mg/dL", molar_mass=386.65, default_uln=200
+    "total cholesterol",
+    _loinc("2093-3", "14647-2", "35200-5"),
+    "mg/dL",
+    molar_mass=386.65,
+    default_uln=200,
+    panels=LIPID_PANELS,
 )
 # Triglyceride [Moles/volume] 14927-8 (mmol/L): the German CDE catalogue's triglyceride profile.
 TRIGLYCERIDES = Analyte(
-    "triglycerides", _loinc("2571-8", "3043-7", "14927-8"), "mg/dL", molar_mass=885.7, default_uln=150
+    "triglycerides",
+    _loinc("2571-8", "3043-7", "14927-8"),
+    "mg/dL",
+    molar_mass=885.7,
+    default_uln=150,
+    panels=LIPID_PANELS,
 )
 LDL = Analyte(
     "LDL cholesterol",
@@ -225,6 +256,7 @@ LDL = Analyte(
     "mg/dL",
     molar_mass=386.65,
     default_uln=130,
+    panels=LIPID_PANELS,
 )
 PROTEIN_24H = Analyte("24-h urine protein", _loinc("2889-4"), "mg/(24.h)")
 # 34366-5 Protein/Creatinine [Ratio] in Urine is reported per mmol of creatinine (public LOINC
@@ -251,7 +283,7 @@ EGFR = Analyte(
     # eGFR is reported in mL/min/1.73 m2 everywhere; Epic sends ">60" as a valueString with no unit.
     implied_unit="mL/min/{1.73_m2}",
 )
-CREATININE = Analyte("creatinine", _loinc("2160-0", "38483-4"), "mg/dL", molar_mass=113.12)
+CREATININE = Analyte("creatinine", _loinc("2160-0", "38483-4"), "mg/dL", molar_mass=113.12, panels=CHEMISTRY_PANELS)
 PREGNANCY_TEST = Analyte("pregnancy test / status", _loinc("2106-3", "82810-3"), "1")
 SLEDAI_TOTAL = ValueSet.of("SLEDAI-2K total", [(LOCAL_ACTIVITY_SYSTEM, "SLEDAI-2K")], text=r"\bSLEDAI[-\s]?2K\b")
 
