@@ -277,6 +277,7 @@ def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
         raise InputFileError(f"{source}: no Patient resource in the {what}")
     searched: set[str] = {"Patient"}
     unassigned = 0
+    shared: dict[str, list[Mapping[str, Any]]] = {}  # Medication id -> resources (ids may repeat)
     for e in kept:
         res = e.resource
         rtype = str(res.get("resourceType"))
@@ -289,11 +290,22 @@ def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
         if pid is not None and pid in patients:
             patients[pid].resources.append(res)
         elif rtype in AUX_TYPES:
-            for p in patients.values():  # shared Medication resources are visible to every patient
-                p.resources.append(res)
+            shared.setdefault(str(res.get("id", "")), []).append(res)
         else:
             unassigned += 1
+    if shared:
+        # a shared Medication goes to every patient whose resources reference it (a large Bulk
+        # Data export would otherwise give every Medication to every patient)
+        for p in patients.values():
+            wanted = {ref.rsplit("/", 1)[-1] for r in p.resources for ref in _medication_refs(r)}
+            p.resources.extend(m for mid in sorted(wanted & shared.keys()) for m in shared[mid])
     return BundleContents(list(patients.values()), frozenset(searched), unassigned, source, skipped)
+
+
+def _medication_refs(res: Mapping[str, Any]) -> Iterator[str]:
+    ref = res.get("medicationReference")
+    if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+        yield str(ref["reference"])
 
 
 def _patient_of(res: Mapping[str, Any]) -> str | None:

@@ -183,3 +183,28 @@ def test_skipped_summary_is_one_line_sorted_by_count() -> None:
 def test_bundle_entry_not_a_list_is_an_input_error() -> None:
     with pytest.raises(InputFileError, match=r"Bundle\.entry is not a list"):
         split_bundle({"resourceType": "Bundle", "type": "collection", "entry": {}})
+
+
+def test_ndjson_shared_medication_goes_only_to_patients_referencing_it(tmp_path: Path) -> None:
+    _write_ndjson(tmp_path / "Patient.ndjson", [_patient("a"), _patient("b")])
+    _write_ndjson(
+        tmp_path / "Medication.ndjson",
+        [{"resourceType": "Medication", "id": "m1"}, {"resourceType": "Medication", "id": "m2"}],
+    )
+    _write_ndjson(
+        tmp_path / "MedicationRequest.ndjson",
+        [
+            {
+                "resourceType": "MedicationRequest",
+                "id": "mr1",
+                "status": "active",
+                "intent": "order",
+                "subject": {"reference": "Patient/a"},
+                "medicationReference": {"reference": "Medication/m1"},
+            }
+        ],
+    )
+    (contents,) = _contents(list(read_inputs([tmp_path])))
+    ids = {p.patient_id: sorted(r["id"] for r in p.resources) for p in contents.patients}
+    assert ids == {"a": ["a", "m1", "mr1"], "b": ["b"]}
+    assert "Medication" in contents.searched
