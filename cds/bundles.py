@@ -153,9 +153,10 @@ def _ndjson_resources(path: Path) -> list[Mapping[str, Any]]:
 
 
 def _type_named_by(path: Path) -> str | None:
-    """Bulk Data file names start with the resource type: `Condition.ndjson`, `Condition-2.ndjson`."""
+    """Bulk Data file names start with the resource type: `Condition.ndjson`, `Condition-2.ndjson`,
+    `Condition_2.ndjson`, `Condition.002.ndjson`."""
     stem = path.name.removesuffix(".ndjson")
-    head = stem.split("-")[0].split(".")[0]
+    head = stem.replace("_", "-").replace(".", "-").split("-")[0]
     return head if head in _KEPT_TYPES else None
 
 

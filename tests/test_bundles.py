@@ -208,3 +208,13 @@ def test_ndjson_shared_medication_goes_only_to_patients_referencing_it(tmp_path:
     ids = {p.patient_id: sorted(r["id"] for r in p.resources) for p in contents.patients}
     assert ids == {"a": ["a", "m1", "mr1"], "b": ["b"]}
     assert "Medication" in contents.searched
+
+
+@pytest.mark.parametrize(
+    "name", ["Condition.ndjson", "Condition-2.ndjson", "Condition_2.ndjson", "Condition.002.ndjson"]
+)
+def test_ndjson_bad_file_type_is_taken_from_bulk_data_file_names(tmp_path: Path, name: str) -> None:
+    _write_ndjson(tmp_path / "Patient.ndjson", [_patient("a")])
+    (tmp_path / name).write_text("{broken\n", encoding="utf-8")
+    (contents,) = _contents(list(read_inputs([tmp_path])))
+    assert contents.incomplete == frozenset({"Condition"})

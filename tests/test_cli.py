@@ -246,3 +246,13 @@ def test_skipped_resource_types_one_summary_line_per_file(tmp_path: Path) -> Non
     report = json.loads(out.splitlines()[0])
     assert report["verdict"] == "likely-candidate"
     assert "dataIssues" not in report  # skipped types are not listed per resource in the report
+
+
+def test_screen_directory_bad_file_named_and_the_rest_still_screened(tmp_path: Path) -> None:
+    (tmp_path / "a-broken.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "b-good.json").write_bytes((FIXTURES / "base-candidate.json").read_bytes())
+    code, out, err = _run([tmp_path])
+    assert code == 2
+    assert str(tmp_path / "a-broken.json") in err
+    (report,) = map(json.loads, out.splitlines())
+    assert report["patient"] == "Patient/base-candidate"
