@@ -181,3 +181,21 @@ def test_synthea_derived_lupus_module_changes_only_incidence() -> None:
     changed = {k for k in stock["states"] if stock["states"][k] != derived["states"][k]}
     assert changed == {"Initial", "Delay_Until_Lupus"}
     assert {k: v for k, v in stock.items() if k != "states"} == {k: v for k, v in derived.items() if k != "states"}
+
+
+def test_synthea_medication_references_resolve_in_both_shapes() -> None:
+    """Synthea refers some orders to a Medication resource: by urn:uuid in its transaction bundles,
+    by `Medication/<id>` in its Bulk Data export. Each patient gets the Medication it refers to."""
+    checked = 0
+    for contents in read_inputs([LUPUS, CONTROLS]):
+        assert isinstance(contents, BundleContents)
+        for p in contents.patients:
+            meds = {f"Medication/{r['id']}" for r in p.resources if r["resourceType"] == "Medication"}
+            refs = {
+                r["medicationReference"]["reference"]
+                for r in p.resources
+                if isinstance(r.get("medicationReference"), dict)
+            }
+            assert refs <= meds, (p.patient_id, refs - meds)
+            checked += len(refs)
+    assert checked > 0  # the corpus has the shape
