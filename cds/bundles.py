@@ -1,9 +1,29 @@
-"""Reading FHIR Bundles from files and splitting them per patient (an I/O edge of the CLI)."""
+"""Reading FHIR exports from files and splitting them per patient (an I/O edge of the CLI).
+
+Accepted inputs (`read_inputs`):
+
+* a FHIR Bundle in a `.json` file (collection, searchset, transaction, batch and their responses);
+  a `.json` file holding one resource of a type the engine does not read (the `parameters.json`
+  manifest of a Synthea Bulk Data export) is skipped like any unread resource; any other lone
+  resource is an error (not a Bundle);
+  in transaction bundles, `urn:uuid:` fullUrls are resolved: every reference to an entry's fullUrl
+  becomes `<Type>/<id>` (an entry without an id takes the uuid as its id);
+* NDJSON (`.ndjson`, FHIR Bulk Data: one resource per line, one file per type): the NDJSON files
+  of one directory form one export, so a patient's data is gathered across its files;
+* a directory: every `*.json` and `*.ndjson` file below it, recursively, in sorted order.
+
+Resources of types the engine does not read (Encounter, Claim, ...) are not passed on; they are
+counted per file (`Contents.skipped`) so the CLI reports them in one line per file. A bad file is
+an `InputFileError` naming it; the other inputs are still read. When an NDJSON file of an export
+is unreadable, the export is still screened but the types that file holds are reported as
+`incomplete` (criteria that need them become `unknown`), never silently absent.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +33,8 @@ from cds.errors import InputFileError
 
 BUNDLE_TYPES = frozenset({"collection", "searchset", "transaction", "batch", "transaction-response", "batch-response"})
 MAX_FILE_BYTES = 512 * 1024 * 1024
+INPUT_SUFFIXES = (".json", ".ndjson")
+_KEPT_TYPES = frozenset(READ_TYPES) | frozenset(AUX_TYPES)
 
 
 @dataclass
@@ -24,30 +46,151 @@ class PatientData:
 @dataclass
 class BundleContents:
     patients: list[PatientData]
-    searched: frozenset[str]  # resource types present in the bundle (its data domains)
-    unassigned: int  # resources that named no patient of the bundle
+    searched: frozenset[str]  # resource types present in the input (its data domains)
+    unassigned: int  # resources that named no patient of the input
+    source: str = "<input>"
+    # file -> resource type -> count, for resources of types the engine does not read
+    skipped: dict[str, Counter[str]] = field(default_factory=dict)
+    incomplete: frozenset[str] = frozenset()  # types an unreadable file of the input held
+
+
+@dataclass
+class InputError:
+    source: str
+    message: str
+
+
+@dataclass
+class _Entry:
+    source: str  # the file it came from
+    full_url: str | None
+    resource: Mapping[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def input_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """The files to read: each path as given, a directory expanded to its *.json / *.ndjson files."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix in INPUT_SUFFIXES and p.is_file())
+        else:
+            yield path
+
+
+def read_inputs(paths: Sequence[Path]) -> Iterator[BundleContents | InputError]:
+    """Read every input in order; NDJSON files are grouped per directory into one export."""
+    ndjson_groups: dict[Path, list[Path]] = {}
+    order: list[Path | tuple[Path]] = []  # a file, or (directory,) for an NDJSON export
+    for f in input_files(paths):
+        if f.suffix == ".ndjson":
+            group = f.parent
+            if group not in ndjson_groups:
+                ndjson_groups[group] = []
+                order.append((group,))
+            ndjson_groups[group].append(f)
+        else:
+            order.append(f)
+    for item in order:
+        if isinstance(item, tuple):
+            yield from read_ndjson_export(ndjson_groups[item[0]])
+        else:
+            try:
+                yield read_bundle_file(item)
+            except InputFileError as err:
+                yield InputError(str(item), err.message)
+
+
+def _open_checked(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        with path.open("rb") as fh:
+            return fh.read()
+    except OSError as err:
+        raise InputFileError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def read_bundle_file(path: Path) -> BundleContents:
+    raw = _open_checked(path)
     try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise InputFileError(f"{path}: cannot read ({err.strerror})") from None
-    if size > MAX_FILE_BYTES:
-        raise InputFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-    try:
-        with path.open("rb") as fh:
-            data = json.load(fh)
-    except OSError as err:
-        raise InputFileError(f"{path}: cannot read ({err.strerror})") from None
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputFileError(f"{path}: not valid JSON ({err})") from None
     except RecursionError:
         raise InputFileError(f"{path}: JSON nested too deeply") from None
+    rtype = data.get("resourceType") if isinstance(data, Mapping) else None
+    if isinstance(rtype, str) and rtype != "Bundle" and rtype not in _KEPT_TYPES:
+        # a lone resource the engine does not read (e.g. the Parameters manifest of a Bulk Data
+        # export): nothing to screen, reported with the skipped types
+        return BundleContents([], frozenset(), 0, str(path), {str(path): Counter({rtype: 1})})
     return split_bundle(data, source=str(path))
 
 
-def _entries(bundle: Mapping[str, Any], source: str) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
+def _ndjson_resources(path: Path) -> list[Mapping[str, Any]]:
+    raw = _open_checked(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputFileError(f"{path}: not UTF-8 ({err.reason})") from None
+    out: list[Mapping[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            res = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputFileError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise InputFileError(f"{path}:{lineno}: JSON nested too deeply") from None
+        if not isinstance(res, Mapping) or not isinstance(res.get("resourceType"), str):
+            raise InputFileError(f"{path}:{lineno}: not a FHIR resource (no resourceType)")
+        out.append(res)
+    return out
+
+
+def _type_named_by(path: Path) -> str | None:
+    """Bulk Data file names start with the resource type: `Condition.ndjson`, `Condition-2.ndjson`,
+    `Condition_2.ndjson`, `Condition.002.ndjson`."""
+    stem = path.name.removesuffix(".ndjson")
+    head = stem.replace("_", "-").replace(".", "-").split("-")[0]
+    return head if head in _KEPT_TYPES else None
+
+
+def read_ndjson_export(files: Sequence[Path]) -> Iterator[BundleContents | InputError]:
+    """One Bulk Data export: the resources of all `files` grouped per patient.
+
+    An unreadable file is reported (an `InputError`) and the export is still screened, with the
+    types that file holds (named by the file, else every type the engine reads) marked incomplete.
+    """
+    entries: list[_Entry] = []
+    incomplete: set[str] = set()
+    for f in files:
+        try:
+            entries.extend(_Entry(str(f), None, r) for r in _ndjson_resources(f))
+        except InputFileError as err:
+            named = _type_named_by(f)
+            lost = {named} if named else set(READ_TYPES) - {"Patient"}
+            incomplete |= lost
+            yield InputError(str(f), f"{err.message}; reported as incomplete: {', '.join(sorted(lost))}")
+    source = str(files[0].parent) if files else "<ndjson>"
+    try:
+        contents = _split(entries, source=source, what="NDJSON export")
+    except InputFileError as err:
+        yield InputError(source, err.message)
+        return
+    contents.incomplete = frozenset(incomplete)
+    yield contents
+
+
+# ---------------------------------------------------------------------------------------------
+# grouping per patient
+
+
+def _bundle_entries(bundle: Mapping[str, Any], source: str) -> Iterator[_Entry]:
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
         raise InputFileError(f"{source}: Bundle.entry is not a list")
@@ -61,7 +204,7 @@ def _entries(bundle: Mapping[str, Any], source: str) -> Iterator[tuple[str | Non
         if not isinstance(res, Mapping):
             continue
         full_url = e.get("fullUrl")
-        yield (full_url if isinstance(full_url, str) else None), res
+        yield _Entry(source, full_url if isinstance(full_url, str) else None, res)
 
 
 def split_bundle(data: Any, source: str = "<input>") -> BundleContents:
@@ -72,69 +215,114 @@ def split_bundle(data: Any, source: str = "<input>") -> BundleContents:
     btype = data.get("type")
     if btype not in BUNDLE_TYPES:
         raise InputFileError(f"{source}: unsupported Bundle.type {btype!r}")
-    entries = list(_entries(data, source))
-    patients: dict[str, PatientData] = {}
-    alias: dict[str, str] = {}  # fullUrl -> patient id
-    for full_url, res in entries:
-        if res.get("resourceType") != "Patient":
-            continue
-        pid = res.get("id")
-        if not isinstance(pid, str) or not pid:
-            if full_url and full_url.startswith("urn:uuid:"):
-                pid = full_url.removeprefix("urn:uuid:")
-                res = {**res, "id": pid}
+    return _split(list(_bundle_entries(data, source)), source=source, what="Bundle")
+
+
+def _with_ids(entries: list[_Entry]) -> tuple[list[_Entry], dict[str, str]]:
+    """Give every entry with a `urn:uuid:` fullUrl and no id that uuid as its id; map each fullUrl
+    (urn:uuid or absolute URL) to the relative reference `<Type>/<id>`."""
+    out: list[_Entry] = []
+    local: dict[str, str] = {}
+    for e in entries:
+        res = e.resource
+        rtype = res.get("resourceType")
+        rid = res.get("id")
+        if (not isinstance(rid, str) or not rid) and e.full_url and e.full_url.startswith("urn:uuid:"):
+            rid = e.full_url.removeprefix("urn:uuid:")
+            res = {**res, "id": rid}
+        if e.full_url and isinstance(rtype, str) and isinstance(rid, str) and rid:
+            local[e.full_url] = f"{rtype}/{rid}"
+        out.append(_Entry(e.source, e.full_url, res))
+    return out, local
+
+
+def _resolve_references(value: Any, local: Mapping[str, str]) -> Any:
+    """`value` with every `reference` naming a local fullUrl rewritten to `<Type>/<id>` (copies only
+    what changes)."""
+    if isinstance(value, Mapping):
+        changed: dict[str, Any] | None = None
+        for k, v in value.items():
+            if k == "reference" and isinstance(v, str) and v in local:
+                new: Any = local[v]
+            elif isinstance(v, Mapping | list):
+                new = _resolve_references(v, local)
             else:
                 continue
-        patients.setdefault(pid, PatientData(pid)).resources.append(res)
-        if full_url:
-            alias[full_url] = pid
+            if new is not v:
+                changed = changed if changed is not None else dict(value)
+                changed[k] = new
+        return changed if changed is not None else value
+    if isinstance(value, list):
+        items = [_resolve_references(v, local) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
+    entries, local = _with_ids(entries)
+    urn_refs = {k: v for k, v in local.items() if k.startswith("urn:uuid:")}
+    patients: dict[str, PatientData] = {}
+    skipped: dict[str, Counter[str]] = {}
+    kept: list[_Entry] = []
+    for e in entries:
+        rtype = e.resource.get("resourceType")
+        if rtype not in _KEPT_TYPES:
+            skipped.setdefault(e.source, Counter())[str(rtype) if isinstance(rtype, str) else "(no type)"] += 1
+            continue
+        kept.append(e)
+        if rtype == "Patient":
+            pid = e.resource.get("id")
+            if isinstance(pid, str) and pid:
+                patients.setdefault(pid, PatientData(pid)).resources.append(e.resource)
     if not patients:
-        raise InputFileError(f"{source}: no Patient resource in the Bundle")
-    searched: set[str] = set()
+        raise InputFileError(f"{source}: no Patient resource in the {what}")
+    searched: set[str] = {"Patient"}
     unassigned = 0
-    for _full_url, res in entries:
-        rtype = res.get("resourceType")
+    shared: dict[str, list[Mapping[str, Any]]] = {}  # Medication id -> resources (ids may repeat)
+    for e in kept:
+        res = e.resource
+        rtype = str(res.get("resourceType"))
         if rtype == "Patient":
             continue
-        if rtype in READ_TYPES or rtype in AUX_TYPES:
-            searched.add(str(rtype))
-        pid = _patient_of(res, alias)
+        searched.add(rtype)
+        if urn_refs:
+            res = _resolve_references(res, urn_refs)
+        pid = _patient_of(res)
         if pid is not None and pid in patients:
-            patients[pid].resources.append(_with_local_patient_ref(res, pid))
+            patients[pid].resources.append(res)
         elif rtype in AUX_TYPES:
-            for p in patients.values():  # shared Medication resources are visible to every patient
-                p.resources.append(res)
+            shared.setdefault(str(res.get("id", "")), []).append(res)
         else:
             unassigned += 1
-    searched.add("Patient")
-    return BundleContents(list(patients.values()), frozenset(searched), unassigned)
+    if shared:
+        # a shared Medication goes to every patient whose resources reference it (a large Bulk
+        # Data export would otherwise give every Medication to every patient)
+        for p in patients.values():
+            wanted = {ref.rsplit("/", 1)[-1] for r in p.resources for ref in _medication_refs(r)}
+            p.resources.extend(m for mid in sorted(wanted & shared.keys()) for m in shared[mid])
+    return BundleContents(list(patients.values()), frozenset(searched), unassigned, source, skipped)
 
 
-def _subject_ref(res: Mapping[str, Any]) -> str | None:
+def _medication_refs(res: Mapping[str, Any]) -> Iterator[str]:
+    ref = res.get("medicationReference")
+    if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+        yield str(ref["reference"])
+
+
+def _patient_of(res: Mapping[str, Any]) -> str | None:
     for key in ("subject", "patient"):
         ref = res.get(key)
         if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            return str(ref["reference"])
+            parts = str(ref["reference"]).split("/")
+            for i in range(len(parts) - 1):
+                if parts[i] == "Patient":
+                    return parts[i + 1]
+            return None
     return None
 
 
-def _patient_of(res: Mapping[str, Any], alias: Mapping[str, str]) -> str | None:
-    ref = _subject_ref(res)
-    if ref is None:
-        return None
-    if ref in alias:
-        return alias[ref]
-    parts = ref.split("/")
-    for i in range(len(parts) - 1):
-        if parts[i] == "Patient":
-            return parts[i + 1]
-    return None
-
-
-def _with_local_patient_ref(res: Mapping[str, Any], pid: str) -> Mapping[str, Any]:
-    """Rewrite a urn:uuid subject reference to Patient/<id> so the engine can match it."""
-    ref = _subject_ref(res)
-    if ref is None or ref.startswith("Patient/") or "/Patient/" in ref:
-        return res
-    key = "subject" if "subject" in res else "patient"
-    return {**res, key: {**res[key], "reference": f"Patient/{pid}"}}
+def skipped_summary(path: str, counts: Mapping[str, int]) -> str:
+    """One line for the resources of one file that the engine does not read."""
+    total = sum(counts.values())
+    kinds = ", ".join(f"{t} {n}" for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"note: {path}: skipped {total} resource(s) of types not read by this service ({kinds})"

@@ -10,10 +10,9 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-from cds.bundles import read_bundle_file
+from cds.bundles import InputError, read_inputs, skipped_summary
 from cds.engine import evaluate
 from cds.engine.model import Report, Status
-from cds.errors import CdsError
 
 _SYMBOL = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
 
@@ -48,23 +47,35 @@ def render_table(report: Report) -> str:
 
 
 def screen(paths: Sequence[Path], as_of: date, fmt: str, out: TextIO, err: TextIO) -> int:
-    """Screen every patient of every file; bad files are reported and the rest still screened."""
+    """Screen every patient of every input (Bundle files, NDJSON exports, directories of them).
+
+    Bad files are named on stderr and the rest still screened; resources of types the engine does
+    not read are summarised in one stderr line per file.
+    """
     failures = 0
-    for path in paths:
-        try:
-            contents = read_bundle_file(path)
-        except CdsError as e:
-            print(f"error: {e.message}", file=err)
+    for contents in read_inputs(paths):
+        if isinstance(contents, InputError):
+            print(f"error: {contents.message}", file=err)
             failures += 1
             continue
         for p in contents.patients:
-            report = evaluate(p.resources, patient_id=p.patient_id, as_of=as_of, searched=contents.searched)
+            report = evaluate(
+                p.resources,
+                patient_id=p.patient_id,
+                as_of=as_of,
+                searched=contents.searched - contents.incomplete,
+                incomplete=sorted(contents.incomplete),
+            )
             if fmt == "jsonl":
                 out.write(json.dumps(report.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n")
             else:
                 out.write(render_table(report) + "\n\n")
+        for source, counts in sorted(contents.skipped.items()):
+            print(skipped_summary(source, counts), file=err)
         if contents.unassigned:
-            print(f"warning: {path}: {contents.unassigned} resource(s) name no patient of the file", file=err)
+            print(
+                f"warning: {contents.source}: {contents.unassigned} resource(s) name no patient of the input", file=err
+            )
     return 2 if failures else 0
 
 
@@ -72,8 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds", description="NCT04582136 prescreening (CDS Hooks service and tools)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("screen", help="screen patients in FHIR Bundle files")
-    s.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    s = sub.add_parser(
+        "screen",
+        help="screen patients in FHIR exports: Bundle files (.json), Bulk Data NDJSON (.ndjson), directories",
+    )
+    s.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or directory (searched recursively)")
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date (default: today)")
     s.add_argument("--format", choices=("table", "jsonl"), default="table")
 

@@ -126,3 +126,133 @@ def test_invalid_as_of_is_a_usage_error(capsys) -> None:
         main(["screen", str(FIXTURES / "base-candidate.json"), "--as-of", "yesterday"])
     assert exc.value.code == 2
     assert "not an ISO date" in capsys.readouterr().err
+
+
+# ---- real export shapes (issue 10, item 9) ---------------------------------------------------
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SLE = {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]}
+
+
+def _status(report: dict, criterion_id: str) -> str:
+    return next(c["status"] for c in report["criteria"] if c["id"] == criterion_id)
+
+
+def _ndjson(path: Path, resources: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in resources), encoding="utf-8")
+
+
+def test_transaction_bundle_medication_reference_by_urn_uuid_is_read(tmp_path: Path) -> None:
+    """Synthea-style transaction bundle: the patient and the Medication are referenced by urn:uuid."""
+    pid, med = "5d1b3c1e-0000-4000-8000-000000000001", "5d1b3c1e-0000-4000-8000-000000000002"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{pid}",
+                "resource": {"resourceType": "Patient", "id": pid, "birthDate": "1990-01-01", "gender": "female"},
+            },
+            {
+                "fullUrl": f"urn:uuid:{med}",
+                "resource": {
+                    "resourceType": "Medication",
+                    "id": med,
+                    "code": {"coding": [{"system": RXNORM, "code": "360110", "display": "sirolimus 2 MG Oral Tablet"}]},
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:5d1b3c1e-0000-4000-8000-000000000003",
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": "5d1b3c1e-0000-4000-8000-000000000003",
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": f"urn:uuid:{pid}"},
+                    "medicationReference": {"reference": f"urn:uuid:{med}"},
+                    "authoredOn": "2026-09-01",
+                },
+            },
+        ],
+    }
+    path = tmp_path / "synthea-like.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    code, out, err = _run([path])
+    assert code == 0, err
+    (report,) = map(json.loads, out.splitlines())
+    assert report["patient"] == f"Patient/{pid}"
+    assert _status(report, "exc-sirolimus") == "met"
+
+
+def test_screen_directory_recursively(tmp_path: Path) -> None:
+    nested = tmp_path / "site" / "2026"
+    nested.mkdir(parents=True)
+    (nested / "base.json").write_bytes((FIXTURES / "base-candidate.json").read_bytes())
+    (tmp_path / "site" / "readme.txt").write_text("ignored", encoding="utf-8")
+    code, out, err = _run([tmp_path])
+    assert code == 0, err
+    (report,) = map(json.loads, out.splitlines())
+    assert report["patient"] == "Patient/base-candidate"
+
+
+def test_screen_ndjson_bulk_export_groups_patients_across_files(tmp_path: Path) -> None:
+    _ndjson(
+        tmp_path / "Patient.ndjson",
+        [
+            {"resourceType": "Patient", "id": "a", "birthDate": "1990-01-01", "gender": "female"},
+            {"resourceType": "Patient", "id": "b", "birthDate": "1950-01-01", "gender": "male"},
+        ],
+    )
+    _ndjson(
+        tmp_path / "Condition.ndjson",
+        [
+            {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/a"}, "code": SLE},
+            {"resourceType": "Condition", "id": "c2", "subject": {"reference": "Patient/b"}, "code": SLE},
+        ],
+    )
+    code, out, err = _run([tmp_path / "Patient.ndjson", tmp_path / "Condition.ndjson"])
+    assert code == 0, err
+    reports = {r["patient"]: r for r in map(json.loads, out.splitlines())}
+    assert set(reports) == {"Patient/a", "Patient/b"}
+    assert _status(reports["Patient/a"], "inc-sle-diagnosis") == "met"
+    assert _status(reports["Patient/b"], "inc-sle-diagnosis") == "met"
+    assert _status(reports["Patient/b"], "inc-age") == "not_met"
+
+
+def test_screen_ndjson_unreadable_condition_file_makes_conditions_unknown_not_absent(tmp_path: Path) -> None:
+    """Safety: a Condition file that cannot be read must not read as "no SLE diagnosis" (not_met)."""
+    _ndjson(tmp_path / "Patient.ndjson", [{"resourceType": "Patient", "id": "a", "birthDate": "1990-01-01"}])
+    (tmp_path / "Condition.ndjson").write_text("{truncated\n", encoding="utf-8")
+    code, out, err = _run([tmp_path])
+    assert code == 2
+    assert str(tmp_path / "Condition.ndjson") in err
+    (report,) = map(json.loads, out.splitlines())
+    assert report["incomplete"] == ["Condition"]
+    assert _status(report, "inc-sle-diagnosis") == "unknown"
+    assert report["verdict"] != "excluded"
+
+
+def test_skipped_resource_types_one_summary_line_per_file(tmp_path: Path) -> None:
+    bundle = json.loads((FIXTURES / "base-candidate.json").read_text(encoding="utf-8"))
+    bundle["entry"] += [{"resource": {"resourceType": "Encounter", "id": f"e{i}"}} for i in range(40)]
+    bundle["entry"] += [{"resource": {"resourceType": "Claim", "id": f"cl{i}"}} for i in range(3)]
+    path = tmp_path / "with-encounters.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    code, out, err = _run([path, FIXTURES / "base-candidate.json"])
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+    (line,) = err.splitlines()
+    assert line == (f"note: {path}: skipped 43 resource(s) of types not read by this service (Encounter 40, Claim 3)")
+    report = json.loads(out.splitlines()[0])
+    assert report["verdict"] == "likely-candidate"
+    assert "dataIssues" not in report  # skipped types are not listed per resource in the report
+
+
+def test_screen_directory_bad_file_named_and_the_rest_still_screened(tmp_path: Path) -> None:
+    (tmp_path / "a-broken.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "b-good.json").write_bytes((FIXTURES / "base-candidate.json").read_bytes())
+    code, out, err = _run([tmp_path])
+    assert code == 2
+    assert str(tmp_path / "a-broken.json") in err
+    (report,) = map(json.loads, out.splitlines())
+    assert report["patient"] == "Patient/base-candidate"
