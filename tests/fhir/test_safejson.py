@@ -1,0 +1,94 @@
+"""Every bound of the bounded JSON decoder (`cds.fhir.safejson`), and its agreement with json.loads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cds.fhir.safejson import PARSER_MAX_DEPTH, JsonRejected, depth_message, loads_bounded
+
+
+def _nested(depth: int, open_: bytes = b"[", close: bytes = b"]") -> bytes:
+    return open_ * depth + close * depth
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"resourceType": "Patient", "id": "p", "birthDate": "1980-01-01", "active": True, "x": None},
+        [1, -2, 3.5, 1e300, -0.0, 12345678901234567, "é😀", {"a": []}],
+        "a string",
+        12,
+        None,
+    ],
+)
+def test_accepted_documents_equal_json_loads(value: Any) -> None:
+    raw = json.dumps(value).encode()
+    assert loads_bounded(raw) == json.loads(raw)
+    assert loads_bounded(raw.decode()) == json.loads(raw)
+
+
+def test_surrogate_pairs_and_a_utf8_bom_are_fine() -> None:
+    assert loads_bounded(b'\xef\xbb\xbf{"x": "\\ud83d\\ude00"}') == {"x": "😀"}
+    assert loads_bounded('\ufeff{"x": 1}') == {"x": 1}
+
+
+@pytest.mark.parametrize("depth", [9, 65, 500, PARSER_MAX_DEPTH - 1, PARSER_MAX_DEPTH, PARSER_MAX_DEPTH + 1, 10_000])
+def test_depth_error_is_reported_as_such_at_any_depth(depth: int) -> None:
+    # regression: 10,000 levels used to say "not valid JSON" (the recursion limit tripped first)
+    for raw in (_nested(depth), _nested(depth, b'{"a":', b"}")[:-depth] + b"1" + b"}" * depth):
+        with pytest.raises(JsonRejected) as caught:
+            loads_bounded(raw, max_depth=8)
+        assert str(caught.value) == depth_message(8)
+
+
+def test_depth_limit_is_exact() -> None:
+    assert loads_bounded(_nested(8), max_depth=8) == json.loads(_nested(8))
+    with pytest.raises(JsonRejected, match="deeper than 8"):
+        loads_bounded(_nested(9), max_depth=8)
+    wide = b"[" + b",".join([_nested(7)] * 1000) + b"]"
+    assert len(loads_bounded(wide, max_depth=8)) == 1000
+
+
+def test_150000_levels_with_a_syntax_error_after_the_limit_still_name_the_depth() -> None:
+    with pytest.raises(JsonRejected, match="nested deeper than 64"):
+        loads_bounded(b"[" * 150_000 + b"}")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[NaN]", "not valid JSON"),
+        (b"[Infinity]", "not valid JSON"),
+        (b"[-Infinity]", "not valid JSON"),
+        (b"[1e999]", "out of range"),
+        (b"[-1e400]", "out of range"),
+        (b"[" + b"9" * 5000 + b"]", "out of range"),
+        (b'["\\ud800"]', "surrogates"),
+        (b'{"\\udfff": 1}', "surrogates"),
+        (b'["\xed\xa0\x80"]', "surrogates"),
+        (b'["\xff\xfe"]', "UTF-8"),
+        (b'{"a": 1', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1,]", "not valid JSON"),
+    ],
+)
+def test_refusals_name_the_bound_and_quote_nothing(raw: bytes, reason: str) -> None:
+    with pytest.raises(JsonRejected) as caught:
+        loads_bounded(raw)
+    message = str(caught.value)
+    assert reason in message
+    assert "ud800" not in message
+    assert "9999" not in message
+
+
+def test_a_lone_surrogate_in_text_input_is_refused() -> None:
+    with pytest.raises(JsonRejected):
+        loads_bounded('["\ud800"]')
+
+
+def test_max_depth_must_stay_below_the_parser_limit() -> None:
+    with pytest.raises(ValueError, match="below"):
+        loads_bounded(b"[]", max_depth=PARSER_MAX_DEPTH)
