@@ -2,7 +2,8 @@
 
 `ReplayStore.claim(issuer, jti, until)` records ``(iss, jti)`` (hashed: the table holds no token
 content) until ``until`` and says whether it was new. One atomic statement does it, an
-``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at < now``: the primary key makes a concurrent
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at < now RETURNING key`` (a row comes back
+only when inserted or taken over from an expired entry): the primary key makes a concurrent
 insert from another process lose (it sees the conflict after the winner commits), and an expired
 row is reused. Expired rows are deleted at most once per `purge_every` seconds per process.
 """
@@ -55,11 +56,11 @@ class ReplayStore:
             pg = postgresql.insert(ReplayRow).values(values)
             return pg.on_conflict_do_update(
                 index_elements=[ReplayRow.key], set_={"expires_at": pg.excluded.expires_at}, where=live
-            )
+            ).returning(ReplayRow.key)
         lite = sqlite.insert(ReplayRow).values(values)
         return lite.on_conflict_do_update(
             index_elements=[ReplayRow.key], set_={"expires_at": lite.excluded.expires_at}, where=live
-        )
+        ).returning(ReplayRow.key)
 
     def claim(self, issuer: str, jti: str, until: float) -> bool:
         """True if ``(issuer, jti)`` was not seen (or only expired): now remembered until `until`.
@@ -68,8 +69,7 @@ class ReplayStore:
         statement = self._upsert(replay_key(issuer, jti), until, now)
         try:
             with self.database.engine.begin() as connection:
-                result = connection.execute(statement)
-                fresh = getattr(result, "rowcount", 0) == 1
+                fresh = connection.execute(statement).first() is not None  # a row inserted or taken over
                 if now >= self._next_purge:
                     self._next_purge = now + self._purge_every
                     connection.execute(delete(ReplayRow).where(ReplayRow.expires_at < now))
