@@ -192,10 +192,10 @@ class Settings(BaseSettings):
         description="A request body larger than this (declared or received) is 'large': it needs a large-body slot.",
     )
     max_concurrent_large_bodies: int = Field(
-        default=2,
+        default=1,
         ge=1,
-        description="Large request bodies read, decoded and evaluated at once per worker process (memory bound); "
-        "others wait in a queue.",
+        description="Large request bodies read, decoded and evaluated at once per worker process (bounds memory; "
+        "the work is CPU-bound, so one at a time also finishes each soonest); others wait in a queue.",
     )
     max_concurrent_evaluations: int = Field(
         default=2,

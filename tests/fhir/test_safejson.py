@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cds.fhir.safejson import PARSER_MAX_DEPTH, JsonRejected, depth_message, loads_bounded
+from cds.fhir.safejson import GC_PAUSE_BYTES, PARSER_MAX_DEPTH, JsonRejected, depth_message, loads_bounded
 
 
 def _nested(depth: int, open_: bytes = b"[", close: bytes = b"]") -> bytes:
@@ -92,3 +92,22 @@ def test_a_lone_surrogate_in_text_input_is_refused() -> None:
 def test_max_depth_must_stay_below_the_parser_limit() -> None:
     with pytest.raises(ValueError, match="below"):
         loads_bounded(b"[]", max_depth=PARSER_MAX_DEPTH)
+
+
+def test_a_large_document_is_decoded_with_the_collector_paused_then_resumed() -> None:
+    import gc
+
+    big = json.dumps({"entry": [{"resource": {"id": str(i), "x": [i, {"y": "z"}]}} for i in range(20_000)]}).encode()
+    assert len(big) > GC_PAUSE_BYTES
+    assert gc.isenabled()
+    assert len(loads_bounded(big)["entry"]) == 20_000
+    assert gc.isenabled(), "the collector runs again after the decode"
+    with pytest.raises(JsonRejected):
+        loads_bounded(big[:-1])
+    assert gc.isenabled(), "and after a refusal"
+    gc.disable()
+    try:
+        loads_bounded(big)
+        assert not gc.isenabled(), "a collector disabled by someone else stays disabled"
+    finally:
+        gc.enable()
