@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -49,6 +50,15 @@ from bench.servers import AppProcess
 
 WORKERS = (1, 2, 4)
 CLIENTS = 8
+START_TIMEOUT = 240.0  # seconds for every worker to answer /health (slow on a loaded machine)
+
+
+class _Stopper:
+    def __init__(self, app: AppProcess) -> None:
+        self.app = app
+
+    def close(self) -> None:
+        self.app.stop()
 
 
 @contextmanager
@@ -82,7 +92,9 @@ def bench_workers(quick: bool, ehr: EhrIdentity, env: dict[str, str]) -> dict[st
     for workers in WORKERS:
         for kind in ("floor", "service"):
             run_env = {**env, **(ehr.env() if kind == "service" else {"CDS_AUTH_REQUIRED": "false"})}
-            with AppProcess(kind, env=run_env, workers=workers, name=f"scale-{kind}") as app:
+            app = AppProcess(kind, env=run_env, workers=workers, name=f"scale-{kind}")
+            app.start(timeout=START_TIMEOUT)
+            try:
                 cells = [typical] + ([non_lupus] if workers == 2 else [])
                 for case in cells:
                     check = cards_check(case.cards) if kind == "service" else None
@@ -117,6 +129,8 @@ def bench_workers(quick: bool, ehr: EhrIdentity, env: dict[str, str]) -> dict[st
                         f"workers {workers} {kind:7} {case.name:9} {stats.throughput_rps:7.1f} hooks/s  "
                         f"p50 {stats.p50_ms:7.1f} ms  p95 {stats.p95_ms:7.1f} ms  (n={stats.n})"
                     )
+            finally:
+                app.stop()
 
     def rps(kind: str, case: str, workers: int) -> float:
         return float(results[kind][case][str(workers)]["throughput_rps"])
@@ -208,7 +222,9 @@ def bench_memory(ehr: EhrIdentity, env: dict[str, str], observations: int = 20_0
     deadline = Settings().request_deadline
     out: dict[str, Any] = {"bodyBytes": len(body), "concurrent": 8, "deadlineSeconds": deadline}
     for workers in (1, 2):
-        with AppProcess("service", env={**env, **ehr.env()}, workers=workers, name="scale-memory") as app:
+        app = AppProcess("service", env={**env, **ehr.env()}, workers=workers, name="scale-memory")
+        app.start(timeout=START_TIMEOUT)
+        with contextlib.closing(_Stopper(app)):
             pid = app._proc.pid if app._proc is not None else 0
             tokens = ehr.tokens(app.hook_url, 9)
             single = asyncio.run(_big_calls(app.hook_url, body, [next(tokens)]))[0]  # alone: its own cost
