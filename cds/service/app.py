@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from cds.config import Settings
@@ -29,7 +31,7 @@ from cds.engine import units
 from cds.fhir.gateway import FhirGateway
 from cds.service.api import router
 from cds.service.auth import AuthConfig, JwtAuthenticator
-from cds.service.errors import install_error_handlers
+from cds.service.errors import error_response, install_error_handlers
 from cds.service.feedback import FeedbackStore
 from cds.service.limits import EngineRunner, Slots
 from cds.service.logs import configure_logging
@@ -41,7 +43,7 @@ from cds.service.state import (
     default_trial,
     random_uuid,
 )
-from cds.store.database import Database
+from cds.store.database import Database, DatabaseUnavailable
 from cds.store.replay import ReplayStore
 
 
@@ -117,6 +119,7 @@ def create_app(
     )
     app.state.cds = state
     install_error_handlers(app)
+    install_database_error_handler(app, settings.retry_after)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
@@ -128,6 +131,20 @@ def create_app(
     )
     app.include_router(router)
     return app
+
+
+def install_database_error_handler(app: FastAPI, retry_after: int) -> None:
+    """A database that cannot be reached (connection refused or lost, pool exhausted) answers 503 +
+    Retry-After, like `/ready`; the SQL error's text (it may quote data) goes nowhere."""
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        logging.getLogger("cds.service").warning(
+            "database unavailable", extra={"event": "store.unavailable", "error": type(exc).__name__}
+        )
+        return error_response(DatabaseUnavailable("the database is unavailable", retry_after=retry_after))
+
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(error, database_error)
 
 
 def log_security_posture(settings: Settings) -> None:

@@ -153,3 +153,19 @@ async def test_ready_is_503_while_the_database_is_unreachable_and_health_stays_2
     async with make_client(unreachable) as client:
         _assert_503(await client.get("/ready"), "transient")
         assert (await client.get("/health")).status_code == 200, "liveness: the process itself is fine"
+
+
+async def test_feedback_while_the_database_is_unreachable_is_503_with_retry_after(
+    make_client: ClientFactory, settings: Settings
+) -> None:
+    unreachable = settings.model_copy(
+        update={
+            "database_url": f"postgresql://cds@127.0.0.1:{free_port()}/cds",
+            "database_migrate": False,
+            "database_connect_timeout": 1.0,
+        }
+    )
+    async with make_client(unreachable) as client:
+        response = await client.post(f"{SERVICE}/feedback", json={"feedback": [{"card": "c"}]})
+        _assert_503(response, "transient")
+        assert "127.0.0.1" not in response.text
