@@ -4,9 +4,10 @@
 input), what the rest of the service cannot safely carry:
 
 * nesting deeper than `max_depth`, reported as such at ANY depth: the parser (orjson) stops by
-  itself at 1024 levels and says so, which is reported as the depth error too; below that an
-  iterative walk over the containers (never recursive: a deep document cannot exhaust the stack
-  here, nor later in pydantic, the engine or the card renderer) checks `max_depth`;
+  itself at 1024 levels and says so, which is reported as the depth error too; below that a
+  level-by-level walk over the containers (never recursive: a deep document cannot exhaust the
+  stack here, nor later in pydantic, the engine or the card renderer) checks `max_depth`
+  (`_check_depth`);
 * ``NaN``/``Infinity`` literals and numbers too large for a float (they cannot be written back as
   JSON), integers of thousands of digits included;
 * lone UTF-16 surrogates (``"\\ud800"``, or a surrogate encoded as UTF-8 bytes) and any invalid
@@ -63,7 +64,7 @@ def _reason(error: orjson.JSONDecodeError) -> str:
     return "not valid JSON"
 
 
-def _check_depth(value: Any, max_depth: int) -> None:
+def _exact_depth_check(value: Any, max_depth: int) -> None:
     """Iterative walk over containers only (scalars are never pushed): depth <= `max_depth`."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     pop = stack.pop
@@ -78,6 +79,27 @@ def _check_depth(value: Any, max_depth: int) -> None:
             kind = type(child)
             if kind is dict or kind is list:
                 push((child, below))
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    """Depth <= `max_depth`, level by level at C speed: ``gc.get_referents`` of a level's containers
+    are their values, and ``gc.is_tracked`` keeps the containers among them. The collector leaves a
+    container untracked only when nothing in it can hold a reference (no container inside: a cycle
+    through it is impossible), so untracked containers are leaves and the true depth is the depth
+    of tracked containers `d` or ``d + 1``. Only ``d == max_depth`` needs the exact walk."""
+    if not gc.is_tracked(value):
+        return  # a leaf container: depth 1
+    level = [value]
+    referents = gc.get_referents
+    tracked = gc.is_tracked
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            raise JsonRejected(depth_message(max_depth))
+        level = list(filter(tracked, referents(*level)))
+    if depth == max_depth:
+        _exact_depth_check(value, max_depth)
 
 
 @contextmanager

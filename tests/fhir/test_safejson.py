@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds.fhir.safejson import GC_PAUSE_BYTES, PARSER_MAX_DEPTH, JsonRejected, depth_message, loads_bounded
 
@@ -111,3 +113,41 @@ def test_a_large_document_is_decoded_with_the_collector_paused_then_resumed() ->
         assert not gc.isenabled(), "a collector disabled by someone else stays disabled"
     finally:
         gc.enable()
+
+
+json_trees = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=3),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3),
+    max_leaves=40,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(json_trees, st.integers(1, 10))
+def test_the_depth_bound_is_exact_on_any_tree(tree: Any, max_depth: int) -> None:
+    # the fast level walk (gc-tracked containers) must agree with a plain recursive depth
+    raw = json.dumps(tree).encode()
+    if _depth(tree) <= max_depth:
+        assert loads_bounded(raw, max_depth=max_depth) == json.loads(raw)
+    else:
+        with pytest.raises(JsonRejected, match=f"deeper than {max_depth} levels"):
+            loads_bounded(raw, max_depth=max_depth)
+
+
+@pytest.mark.parametrize("leaf", [b"{}", b'{"a": 1}', b"[]", b"[1]", b'{"a": "x", "b": null}'])
+@pytest.mark.parametrize("depth", [7, 8, 9])
+def test_leaf_containers_count_as_a_level(leaf: bytes, depth: int) -> None:
+    raw = b"[" * (depth - 1) + leaf + b"]" * (depth - 1)
+    if depth <= 8:
+        assert loads_bounded(raw, max_depth=8) == json.loads(raw)
+    else:
+        with pytest.raises(JsonRejected, match="deeper than 8"):
+            loads_bounded(raw, max_depth=8)
