@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Executable, Float, String, delete, func, select
+from sqlalchemy import Executable, Float, String, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -46,13 +47,15 @@ class ReplayStore:
         self._next_purge = -1.0
         if database.backend not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database for the JWT replay store: {database.backend}")
-        self._postgresql = database.backend == "postgresql"
+        self._upsert = self._statement(database.backend)
 
-    def _upsert(self, key: str, until: float, now: float) -> Executable:
-        """Insert, or take over an expired row; a live row is left alone (no row changed)."""
-        values = {"key": key, "expires_at": until}
-        live = ReplayRow.expires_at < now
-        if self._postgresql:
+    @staticmethod
+    def _statement(backend: str) -> Executable:
+        """Insert, or take over an expired row; a live row is left alone (no row comes back). Built
+        once, with bound parameters (``key``, ``until``, ``now``)."""
+        values: dict[str, Any] = {"key": bindparam("key"), "expires_at": bindparam("until")}
+        live = ReplayRow.expires_at < bindparam("now")
+        if backend == "postgresql":
             pg = postgresql.insert(ReplayRow).values(values)
             return pg.on_conflict_do_update(
                 index_elements=[ReplayRow.key], set_={"expires_at": pg.excluded.expires_at}, where=live
@@ -66,10 +69,10 @@ class ReplayStore:
         """True if ``(issuer, jti)`` was not seen (or only expired): now remembered until `until`.
         False if a live entry exists. `DatabaseUnavailable` if the database fails (never "new")."""
         now = self._clock()
-        statement = self._upsert(replay_key(issuer, jti), until, now)
+        params = {"key": replay_key(issuer, jti), "until": until, "now": now}
         try:
             with self.database.engine.begin() as connection:
-                fresh = connection.execute(statement).first() is not None  # a row inserted or taken over
+                fresh = connection.execute(self._upsert, params).first() is not None  # inserted or taken over
                 if now >= self._next_purge:
                     self._next_purge = now + self._purge_every
                     connection.execute(delete(ReplayRow).where(ReplayRow.expires_at < now))
