@@ -1,4 +1,4 @@
-"""Command line: `cds screen`, `cds serve`, `cds demo`, `cds sandbox`, `cds criteria`."""
+"""Command line: `cds screen`, `cds serve`, `cds db`, `cds demo`, `cds sandbox`, `cds criteria`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def _as_of(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
 
 
 def render_table(report: Report) -> str:
@@ -79,6 +89,21 @@ def screen(paths: Sequence[Path], as_of: date, fmt: str, out: TextIO, err: TextI
     return 2 if failures else 0
 
 
+def database_command(action: str, out: TextIO) -> int:
+    """`cds db upgrade` / `cds db current` on the database of the settings (CDS_DATABASE_URL)."""
+    from cds.config import Settings
+    from cds.store import Database
+
+    database = Database.from_settings(Settings())
+    try:
+        if action == "upgrade":
+            database.upgrade()
+        out.write(f"{database.current_revision() or '(empty)'}\n")
+    finally:
+        database.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds", description="NCT04582136 prescreening (CDS Hooks service and tools)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="run the CDS Hooks service (uvicorn)")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
+    v.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes (uvicorn); state shared through CDS_DATABASE_URL (PostgreSQL for replicas)",
+    )
+
+    b = sub.add_parser("db", help="the service's database (CDS_DATABASE_URL)")
+    b.add_argument(
+        "action", choices=("upgrade", "current"), help="upgrade: apply the migrations; current: print the revision"
+    )
 
     d = sub.add_parser("demo", help="start the service, fire a patient-view hook for a fixture patient, show the card")
     d.add_argument("patient_file", nargs="?", type=Path, default=None)
@@ -118,8 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from cds.service.app import serve
 
-        serve(host=args.host, port=args.port)
+        serve(host=args.host, port=args.port, workers=args.workers)
         return 0
+    if args.command == "db":
+        return database_command(args.action, sys.stdout)
     if args.command == "demo":
         from cds.service.demo import run_demo
 

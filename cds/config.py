@@ -41,8 +41,22 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="sqlite:///cds-feedback.sqlite3",
-        description="SQLAlchemy URL of the feedback store (a SQLite file by default, relative to "
-        "the working directory). Tables are created at startup.",
+        description="SQLAlchemy URL of the service's database: feedback and the JWT ids seen (replay "
+        "protection). A SQLite file by default (relative to the working directory; one machine). Several "
+        "replicas need one shared PostgreSQL (postgresql://user:password@host/db, psycopg 3 driver).",
+    )
+    database_migrate: bool = Field(
+        default=True,
+        description="Apply the database migrations (Alembic) at start-up; concurrent starts take turns. "
+        "False: run `cds db upgrade` before starting the service.",
+    )
+    database_connect_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds allowed to connect to the database (or to wait for a pooled connection).",
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, le=100, description="Database connections kept per worker process (PostgreSQL)."
     )
     public_base_url: str | None = Field(
         default=None,
@@ -87,13 +101,7 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="Longest accepted token lifetime in seconds (`exp` - `iat`, and `exp` - now); "
-        "used JWT ids (`jti`) are remembered that long.",
-    )
-    auth_replay_cache_size: int = Field(
-        default=100_000,
-        ge=100,
-        description="Most JWT ids remembered for replay detection; when full of unexpired ids new tokens are "
-        "refused (fail closed) rather than forgetting one.",
+        "used JWT ids (`jti`) are remembered that long, in the database (shared by every worker and replica).",
     )
     auth_jwks_cache_seconds: float = Field(
         default=3600.0, gt=0, description="Seconds a JWKS fetched from a `jku` is used before it is fetched again."
@@ -171,6 +179,40 @@ class Settings(BaseSettings):
     request_read_timeout: float = Field(
         default=10.0, gt=0, description="Seconds allowed to receive a request body; slower is 400."
     )
+    request_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds allowed for a whole hook call from its arrival: body, decoding, FHIR fetching, "
+        "waiting for a slot and the engine. Past it the call is answered 503 with Retry-After (never as "
+        "'not a candidate').",
+    )
+    large_body_bytes: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="A request body larger than this (declared or received) is 'large': it needs a large-body slot.",
+    )
+    max_concurrent_large_bodies: int = Field(
+        default=1,
+        ge=1,
+        description="Large request bodies read, decoded and evaluated at once per worker process (bounds memory; "
+        "the work is CPU-bound, so one at a time also finishes each soonest); others wait in a queue.",
+    )
+    max_concurrent_evaluations: int = Field(
+        default=2,
+        ge=1,
+        description="Engine evaluations running at once per worker process (each in a thread); others wait.",
+    )
+    max_queued: int = Field(
+        default=32,
+        ge=0,
+        description="Requests waiting for a slot of one kind per worker process; one more is answered 503 at once.",
+    )
+    queue_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for a slot (within the request deadline); then 503 with Retry-After.",
+    )
+    retry_after: int = Field(default=2, ge=1, description="Seconds sent in Retry-After with a 503.")
     log_level: LogLevel = Field(default="INFO", description="Level of the JSON logs of the service.")
 
     @field_validator(

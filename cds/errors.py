@@ -11,6 +11,10 @@ the FHIR `OperationOutcome.issue.code` it maps to; the web layer maps them in on
     ├── NotFound (404, not-found)        unknown CDS service id
     ├── DataUnavailable (412, processing)          required FHIR data could not be obtained
     │   └── FhirServerError (412, processing)      the FHIR server failed, timed out or lied
+    ├── ServiceUnavailable (503, transient, Retry-After)  try again later
+    │   ├── Overloaded (503, throttled)    the queue for a body or an engine slot is full or too slow
+    │   ├── DeadlineExceeded (503, timeout)  the request's deadline passed (the engine included)
+    │   └── DatabaseUnavailable (cds.store)  the database cannot be reached
     └── InputFileError (exit code 2)     a CLI input file is unreadable or not a FHIR Bundle
 """
 
@@ -52,6 +56,25 @@ class DataUnavailable(CdsError):
 
 class FhirServerError(DataUnavailable):
     pass
+
+
+class ServiceUnavailable(CdsError):
+    """Temporary: the client should try again after `retry_after` seconds (``Retry-After``)."""
+
+    http_status = 503
+    issue_code = "transient"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(ServiceUnavailable):
+    issue_code = "throttled"
+
+
+class DeadlineExceeded(ServiceUnavailable):
+    issue_code = "timeout"
 
 
 class InputFileError(CdsError):

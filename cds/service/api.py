@@ -1,17 +1,22 @@
-"""HTTP routes: discovery, the patient-view service, feedback, health.
+"""HTTP routes: discovery, the patient-view service, feedback, health and readiness.
 
-Every route but ``/health`` depends on `authenticate_client` (the CDS client's JWT, see
-`cds.service.auth`), which runs before the body is read. Bodies are read by `read_json`: size
+Every route but ``/health`` and ``/ready`` depends on `authenticate_client` (the CDS client's JWT,
+see `cds.service.auth`), which runs before the body is read. Bodies are read by `read_json`: size
 bounded while streaming (a lying or absent Content-Length changes nothing), time bounded, and
-decoded with depth, number and unicode bounds (`cds.fhir.safejson`). The ``fhirServer`` of a hook
-call is checked against the allow-list before anything is fetched (`cds.fhir.urls`).
+decoded with depth, number and unicode bounds (`cds.fhir.safejson`). A large body (declared, or
+once it grows past ``CDS_LARGE_BODY_BYTES``) is read only while it holds a large-body slot, kept
+until the response (`cds.service.limits`). The ``fhirServer`` of a hook call is checked against the
+allow-list before anything is fetched (`cds.fhir.urls`). A hook call has one deadline
+(``CDS_REQUEST_DEADLINE``) covering fetching, queueing and the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import date
 from functools import partial
 from typing import Any
@@ -24,19 +29,20 @@ from starlette.requests import ClientDisconnect
 from cards.models import CdsResponse
 from cards.render import render_cards, trial_label
 from cds.engine.record import READ_TYPES
-from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound
+from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
+from cds.service.errors import error_response
 from cds.service.feedback import parse_feedback
+from cds.service.limits import Deadline
 from cds.service.models import CdsRequest, ServiceDescription, parse_request
 from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
 from cds.service.prefetch import gather_data, prefetch_templates
 from cds.service.state import HOOK, SERVICE_ID, ServiceState
+from cds.store.database import DatabaseUnavailable
 
 log = logging.getLogger("cds.service")
 
 router = APIRouter()
-
-LARGE_BODY = 1_000_000  # bytes
 
 
 def _state(request: Request) -> ServiceState:
@@ -93,42 +99,82 @@ async def authenticate_client(request: Request) -> None:
 AUTHENTICATED = [Depends(authenticate_client)]
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise InvalidRequest(f"request body larger than {limit} bytes")
+async def _drain(stream: AsyncIterator[bytes], size: int, limit: int) -> None:
+    """Read and discard the rest of a refused body (bounded), so the client can read the answer."""
+    with contextlib.suppress(ClientDisconnect):
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                return
+
+
+async def _take_large_slot(
+    state: ServiceState, slot: contextlib.AsyncExitStack, deadline: Deadline, stream: AsyncIterator[bytes], size: int
+) -> None:
+    """Hold a large-body slot until `slot` closes; when refused (503), the body is drained first."""
+    try:
+        await slot.enter_async_context(state.large_bodies.hold(deadline))
+    except ServiceUnavailable:
+        async with asyncio.timeout(state.settings.request_read_timeout):
+            await _drain(stream, size, state.settings.max_request_bytes)
+        raise
+
+
+async def _read_body(
+    state: ServiceState, stream: AsyncIterator[bytes], large: bool, slot: contextlib.AsyncExitStack, deadline: Deadline
+) -> bytes:
+    settings = state.settings
+    limit = settings.max_request_bytes
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():  # counted as it arrives: Content-Length may lie
+        async for chunk in stream:  # counted as it arrives: Content-Length may lie
             size += len(chunk)
             if size > limit:
                 raise InvalidRequest(f"request body larger than {limit} bytes")
             chunks.append(chunk)
+            if not large and size > settings.large_body_bytes:  # no (or a lying) Content-Length
+                large = True
+                await _take_large_slot(state, slot, deadline, stream, size)
     except ClientDisconnect:
         raise InvalidRequest("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
-async def read_json(request: Request, state: ServiceState) -> Any:
-    """The request body as JSON, bounded in size, time, depth and content (400 otherwise)."""
+async def read_json(request: Request, state: ServiceState, slot: contextlib.AsyncExitStack, deadline: Deadline) -> Any:
+    """The request body as JSON, bounded in size, time, depth and content (400 otherwise). A large
+    body first takes a large-body slot, entered on `slot` (held until the caller closes it); no
+    slot in time is 503 with Retry-After."""
     settings = state.settings
+    limit = settings.max_request_bytes
+    declared = request.headers.get("content-length")
+    declared_size = int(declared) if declared is not None and declared.strip().isdigit() else None
+    if declared_size is not None and declared_size > limit:
+        raise InvalidRequest(f"request body larger than {limit} bytes")
+    stream = request.stream()
+    large = declared_size is not None and declared_size > settings.large_body_bytes
+    if large:  # wait before reading: meanwhile the body stays in the client's socket, not here
+        await _take_large_slot(state, slot, deadline, stream, 0)
     try:
-        async with asyncio.timeout(settings.request_read_timeout):
-            raw = await _read_body(request, settings.max_request_bytes)
+        async with asyncio.timeout(min(settings.request_read_timeout, max(deadline.remaining(), 0.0))):
+            raw = await _read_body(state, stream, large, slot, deadline)
     except TimeoutError:
         raise InvalidRequest("the request body was not received in time") from None
     if not raw.strip():
         raise InvalidRequest("the request body is empty")
     decode = partial(loads_bounded, raw, max_depth=settings.max_json_depth)
     try:
-        if len(raw) > LARGE_BODY:  # a big record: decode off the event loop
+        if len(raw) > settings.large_body_bytes:  # a big record: decode off the event loop
             return await run_in_threadpool(decode)
         return decode()
     except JsonRejected as exc:
         reason = str(exc)
         message = "not valid JSON" if reason == "not valid JSON" else f"refused: {reason}"
         raise InvalidRequest(f"the request body is {message}") from None
+
+
+def _deadline(state: ServiceState) -> Deadline:
+    return Deadline(state.settings.request_deadline, retry_after=state.settings.retry_after)
 
 
 def _fetching(state: ServiceState, cds_request: CdsRequest) -> bool:
@@ -153,16 +199,18 @@ async def discovery(request: Request) -> dict[str, Any]:
     "/cds-services/{service_id}",
     dependencies=AUTHENTICATED,
     openapi_extra=HOOK_BODY,
-    responses=responses(400, 401, 404, 412),
+    responses=responses(400, 401, 404, 412, 503),
 )
 async def call_service(service_id: str, request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     settings = state.settings
+    deadline = _deadline(state)
+    slot = contextlib.AsyncExitStack()  # a large body's slot, held until the answer is built
     record: dict[str, Any] = {"event": "hook", "service": service_id, "hook": None, "hookInstance": None}
     try:
         _check_service(service_id)
-        cds_request = parse_request(await read_json(request, state))
+        cds_request = parse_request(await read_json(request, state, slot, deadline))
         record["hook"] = cds_request.hook
         record["hookInstance"] = cds_request.hookInstance
         if cds_request.hook != HOOK:
@@ -174,7 +222,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             cds_request,
             state.queries,
             state.gateway,
-            deadline_seconds=settings.fhir_deadline,
+            deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
             require_all=settings.require_all_data,
             fetch=fetch,
             log_record=record,
@@ -197,8 +245,9 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
                 fetchMs=round((fetched - started) * 1000, 1),
             )  # fmt: skip
             return JSONResponse(CdsResponse(cards=[]).to_json())
-        # The engine is CPU-bound (model validation, unit conversion): keep it off the event loop.
-        report = await run_in_threadpool(
+        # The engine is CPU-bound (model validation, unit conversion): off the event loop, in a
+        # bounded pool, within the deadline (past it: 503, never a verdict).
+        report = await state.engine.run(
             partial(
                 state.evaluator,
                 data.resources,
@@ -206,7 +255,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
                 as_of=as_of,
                 searched=data.searched,
                 incomplete=data.incomplete,
-            )
+            ),
+            deadline,
         )
         evaluated = time.perf_counter()
         cards = render_cards(report, state.trial, show_excluded=settings.show_excluded_card, new_uuid=state.new_uuid)
@@ -223,11 +273,14 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         return JSONResponse(body)
     except CdsError as exc:
         record.update(status=exc.http_status, outcome="error", error=type(exc).__name__, detail=exc.message)
+        if isinstance(exc, ServiceUnavailable):
+            return error_response(exc)  # answered here, so the log line below carries the 503
         raise
     except Exception as exc:
         record.update(status=500, outcome="error", error=type(exc).__name__)
         raise
     finally:
+        await slot.aclose()
         record["totalMs"] = round((time.perf_counter() - started) * 1000, 1)
         level = logging.INFO if record.get("status") == 200 else logging.WARNING
         log.log(level, "hook call", extra=record)
@@ -237,12 +290,13 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     "/cds-services/{service_id}/feedback",
     dependencies=AUTHENTICATED,
     openapi_extra=FEEDBACK_BODY,
-    responses=responses(400, 401, 404),
+    responses=responses(400, 401, 404, 503),
 )
 async def post_feedback(service_id: str, request: Request) -> dict[str, Any]:
     state = _state(request)
     _check_service(service_id)
-    items = parse_feedback(await read_json(request, state))
+    async with contextlib.AsyncExitStack() as slot:
+        items = parse_feedback(await read_json(request, state, slot, _deadline(state)))
     stored = await run_in_threadpool(state.store.add, service_id, items)
     log.info(
         "feedback stored",
@@ -270,3 +324,20 @@ async def list_feedback(service_id: str, request: Request, card: str | None = No
 async def health(request: Request) -> dict[str, str]:
     state = _state(request)
     return {"status": "ok", "service": SERVICE_ID, "trial": state.trial.id}
+
+
+@router.get("/ready", responses=responses(503))  # open: readiness for a load balancer, no data
+async def ready(request: Request) -> JSONResponse:
+    """200 while this process can serve: its database answers within the connect timeout; else 503
+    with Retry-After (a load balancer takes the replica out of rotation meanwhile)."""
+    state = _state(request)
+    settings = state.settings
+    try:
+        async with asyncio.timeout(settings.database_connect_timeout + 1.0):
+            await run_in_threadpool(state.database.ping)
+    except (TimeoutError, ServiceUnavailable):
+        log.warning("not ready: database unavailable", extra={"event": "ready", "status": 503})
+        return error_response(
+            DatabaseUnavailable("not ready: the database is unavailable", retry_after=settings.retry_after)
+        )
+    return JSONResponse({"status": "ready", "service": SERVICE_ID, "database": state.database.backend})

@@ -1,8 +1,10 @@
 """The FastAPI application factory and `serve()`.
 
 ``create_app(settings)`` builds a self-contained app: the shared FHIR gateway (one pooled httpx
-client, bound to the FHIR allow-list, closed at shutdown), the JWT authenticator of the CDS client
-(when ``CDS_AUTH_REQUIRED``), the feedback store (tables created at startup), CORS for the browser
+client, bound to the FHIR allow-list, closed at shutdown), the service's database (`cds.store`,
+migrated at startup unless ``CDS_DATABASE_MIGRATE=false``) holding the feedback and the JWT ids seen
+by the authenticator of the CDS client (when ``CDS_AUTH_REQUIRED``), the per-process concurrency
+limits (`cds.service.limits`), CORS for the browser
 sandbox, the OperationOutcome error mapping and JSON logs. At startup the security posture is logged
 (authentication off, no trusted issuer, ``aud`` from the Host header, FHIR fetching off or open to
 any server). Tests inject a fake engine (``evaluator``), a trial, an httpx ``fhir_transport`` or
@@ -18,8 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from cds.config import Settings
@@ -27,8 +31,9 @@ from cds.engine import units
 from cds.fhir.gateway import FhirGateway
 from cds.service.api import router
 from cds.service.auth import AuthConfig, JwtAuthenticator
-from cds.service.errors import install_error_handlers
+from cds.service.errors import error_response, install_error_handlers
 from cds.service.feedback import FeedbackStore
+from cds.service.limits import EngineRunner, Slots
 from cds.service.logs import configure_logging
 from cds.service.state import (
     Evaluator,
@@ -38,6 +43,8 @@ from cds.service.state import (
     default_trial,
     random_uuid,
 )
+from cds.store.database import Database, DatabaseUnavailable
+from cds.store.replay import ReplayStore
 
 
 def create_app(
@@ -52,17 +59,36 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    database = Database.from_settings(settings)
     authenticator = (
-        JwtAuthenticator(AuthConfig.from_settings(settings), transport=jwks_transport, clock=clock)
+        JwtAuthenticator(
+            AuthConfig.from_settings(settings),
+            replay=ReplayStore(database, clock=clock),
+            transport=jwks_transport,
+            clock=clock,
+        )
         if settings.auth_required
         else None
     )
+
+    def slots(name: str, size: int) -> Slots:
+        return Slots(
+            name,
+            size,
+            max_queued=settings.max_queued,
+            queue_timeout=settings.queue_timeout,
+            retry_after=settings.retry_after,
+        )
+
     state = ServiceState(
         settings=settings,
+        database=database,
         gateway=FhirGateway.from_settings(settings, transport=fhir_transport),
-        store=FeedbackStore(settings.database_url),
+        store=FeedbackStore(database),
         trial=trial or default_trial(),
         evaluator=evaluator or default_evaluator(),
+        large_bodies=slots("large request bodies", settings.max_concurrent_large_bodies),
+        engine=EngineRunner(slots("evaluations", settings.max_concurrent_evaluations)),
         new_uuid=new_uuid or random_uuid,
         authenticator=authenticator,
     )
@@ -70,7 +96,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_security_posture(settings)
-        state.store.create_tables()
+        if settings.database_migrate:
+            await run_in_threadpool(database.upgrade)
         # Load the UCUM unit registry (~0.5 s) at start-up, not inside the first hook call.
         await run_in_threadpool(units.preload)
         try:
@@ -79,7 +106,8 @@ def create_app(
             await state.gateway.aclose()
             if state.authenticator is not None:
                 await state.authenticator.aclose()
-            state.store.dispose()
+            state.engine.shutdown()
+            database.dispose()
 
     app = FastAPI(
         title=f"{state.trial.id} CDS Hooks prescreen",
@@ -91,6 +119,7 @@ def create_app(
     )
     app.state.cds = state
     install_error_handlers(app)
+    install_database_error_handler(app, settings.retry_after)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
@@ -102,6 +131,20 @@ def create_app(
     )
     app.include_router(router)
     return app
+
+
+def install_database_error_handler(app: FastAPI, retry_after: int) -> None:
+    """A database that cannot be reached (connection refused or lost, pool exhausted) answers 503 +
+    Retry-After, like `/ready`; the SQL error's text (it may quote data) goes nowhere."""
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        logging.getLogger("cds.service").warning(
+            "database unavailable", extra={"event": "store.unavailable", "error": type(exc).__name__}
+        )
+        return error_response(DatabaseUnavailable("the database is unavailable", retry_after=retry_after))
+
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(error, database_error)
 
 
 def log_security_posture(settings: Settings) -> None:
@@ -134,22 +177,57 @@ def log_security_posture(settings: Settings) -> None:
         )
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None) -> None:
-    """Run the service with uvicorn (blocking). ``cds serve [--host] [--port]`` calls this."""
+def app_factory() -> FastAPI:
+    """The app of one worker process of ``cds serve --workers N`` (settings from the environment),
+    prepared for serving (`prepare_process`). uvicorn calls it once in each worker process."""
+    app = create_app(Settings())
+    prepare_process()
+    return app
+
+
+def prepare_process() -> None:
+    """Load the UCUM registry, then move every long-lived start-up object (modules, FHIR model
+    schemas, the registry) out of the collector's generations, so collections during hook calls
+    stay short (p99). Not done in create_app: tests and the demo build many apps in one process."""
+    units.preload()
+    gc.collect()
+    gc.freeze()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, settings: Settings | None = None) -> None:
+    """Run the service with uvicorn (blocking). ``cds serve [--host] [--port] [--workers]`` calls this.
+
+    With ``workers > 1`` uvicorn starts that many worker processes sharing the listening socket,
+    each building its own app from the environment's settings (`app_factory`). Everything shared
+    between workers (feedback, JWT ids seen) is in the database, migrated here once before the
+    workers start; an in-memory SQLite database cannot be shared and is refused."""
     import uvicorn
 
     settings = settings or Settings()
-    app = create_app(settings)
-    units.preload()
-    # The process serves only this app: long-lived start-up objects (modules, FHIR model schemas,
-    # the UCUM registry) leave the collector's generations, so collections during hook calls stay
-    # short (p99). Not done in create_app: tests and the demo build many apps in one process.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    options: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": True,
+    }
+    if workers == 1:
+        app = create_app(settings)
+        prepare_process()
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        return
+    database = Database.from_settings(settings)
+    try:
+        if not database.shared_across_processes:
+            raise ValueError("several workers need a shared database: CDS_DATABASE_URL is an in-memory SQLite")
+        if database.backend == "sqlite":
+            logging.getLogger("cds.service").warning(
+                "several workers share a SQLite file: fine on one machine; replicas need PostgreSQL",
+                extra={"event": "store.sqlite_workers"},
+            )
+        if settings.database_migrate:
+            database.upgrade()  # once, before the workers race to do it
+    finally:
+        database.dispose()
+    uvicorn.run("cds.service.app:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]

@@ -19,8 +19,10 @@ URL called), ``exp``, ``iat``, ``jti`` and optionally ``tenant`` (Epic adds ``su
    RSA >= 2048 bits for RS384): no algorithm confusion;
 5. the signature verifies (PyJWT, with ``algorithms=[alg]``), and the claims are checked again on the
    verified payload;
-6. ``(iss, jti)`` has not been seen before; it is remembered until the token expires (memory
-   bounded by `replay_cache_size`; when full of live ids, new tokens are refused: fail closed).
+6. ``(iss, jti)`` has not been seen before, by any worker or replica: it is remembered in the
+   database until the token expires (`cds.store.replay`; one atomic insert, a concurrent one from
+   another process loses). When the database cannot be reached the call is refused with 503
+   (`DatabaseUnavailable`): fail closed, never "not seen".
 
 Every failure raises `AuthenticationFailed` with one generic message; the reason (a fixed code,
 never token content) goes to the log only. The web layer answers 401 with ``WWW-Authenticate:
@@ -32,13 +34,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,9 +47,12 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from starlette.concurrency import run_in_threadpool
 
 from cds.errors import AuthenticationFailed
 from cds.fhir.urls import UrlAllowList
+from cds.store.database import Database
+from cds.store.replay import ReplayStore
 
 if TYPE_CHECKING:
     from cds.config import Settings
@@ -126,36 +129,6 @@ def parse_jwks(data: Any) -> dict[str, tuple[str, PublicKey]]:
     return keys
 
 
-class ReplayCache:
-    """Seen ``(iss, jti)`` pairs until their expiry; bounded; fail closed when full of live ids."""
-
-    def __init__(self, max_entries: int, clock: Clock) -> None:
-        self.max_entries = max_entries
-        self._clock = clock
-        self._seen: OrderedDict[bytes, float] = OrderedDict()  # insertion order ~ arrival order
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def _purge(self) -> None:
-        now = self._clock()
-        expired = [k for k, until in self._seen.items() if until < now]
-        for k in expired:
-            del self._seen[k]
-
-    def check_and_add(self, issuer: str, jti: str, until: float) -> None:
-        key = hashlib.sha256(f"{len(issuer)}:{issuer}|{jti}".encode("utf-8", "surrogatepass")).digest()[:16]
-        now = self._clock()
-        seen_until = self._seen.get(key)
-        if seen_until is not None and seen_until >= now:
-            raise _Refused("replayed-jti")
-        if len(self._seen) >= self.max_entries:
-            self._purge()
-            if len(self._seen) >= self.max_entries:
-                raise _Refused("replay-cache-full")
-        self._seen[key] = until
-
-
 @dataclass
 class _JwksEntry:
     keys: dict[str, tuple[str, PublicKey]] = field(default_factory=dict)
@@ -172,7 +145,6 @@ class AuthConfig:
     tenants: tuple[str, ...] = ()
     clock_skew: float = 30.0
     max_token_lifetime: float = 600.0
-    replay_cache_size: int = 100_000
     jwks_cache_seconds: float = 3600.0
     min_refresh_seconds: float = 60.0
     jwks_timeout: float = 2.0
@@ -186,7 +158,6 @@ class AuthConfig:
             tenants=tuple(settings.auth_tenants),
             clock_skew=settings.auth_clock_skew,
             max_token_lifetime=settings.auth_max_token_lifetime,
-            replay_cache_size=settings.auth_replay_cache_size,
             jwks_cache_seconds=settings.auth_jwks_cache_seconds,
             min_refresh_seconds=settings.auth_jwks_min_refresh_seconds,
             jwks_timeout=settings.auth_jwks_timeout,
@@ -194,21 +165,29 @@ class AuthConfig:
 
 
 class JwtAuthenticator:
-    """Verifies CDS client JWTs (see the module docstring). One per app; not shared across processes."""
+    """Verifies CDS client JWTs (see the module docstring). One per app; its JWKS cache is per process,
+    the JWT ids seen are in the shared database."""
 
     def __init__(
         self,
         config: AuthConfig,
         *,
+        replay: ReplayStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = time.time,
     ) -> None:
+        """`replay`: the JWT ids store (the service passes the one on its shared database); by
+        default a private in-memory SQLite database (one process: tests and tools only)."""
         self.config = config
         self._issuers = frozenset(config.issuers)
         self._tenants = frozenset(config.tenants)
         self._jku = UrlAllowList(config.jku_allowed)
         self._clock = clock
-        self._replay = ReplayCache(config.replay_cache_size, clock)
+        if replay is None:
+            database = Database("sqlite://")
+            database.upgrade()
+            replay = ReplayStore(database, clock=clock)
+        self._replay = replay
         self._jwks: dict[str, _JwksEntry] = {}
         self._file_keys: dict[str, tuple[str, PublicKey]] = {}
         self._file_stamp: tuple[float, int] | None = None
@@ -408,5 +387,6 @@ class JwtAuthenticator:
         except jwt.PyJWTError:
             raise _Refused("bad-signature") from None
         issuer, jti, until = self._check_claims(claims, audience)
-        self._replay.check_and_add(issuer, jti, until)
+        if not await run_in_threadpool(self._replay.claim, issuer, jti, until):
+            raise _Refused("replayed-jti")
         return claims

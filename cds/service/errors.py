@@ -1,7 +1,8 @@
 """The one place where errors become HTTP responses, each with a FHIR OperationOutcome body.
 
 * `cds.errors.CdsError` subclasses carry their status and ``issue.code`` (400 invalid, 401 login,
-  404 not-found, 412 processing, ...). Every 401 is the same: ``WWW-Authenticate: Bearer`` and an
+  404 not-found, 412 processing, 503 transient / throttled / timeout with ``Retry-After``). Every
+  401 is the same: ``WWW-Authenticate: Bearer`` and an
   OperationOutcome with one generic message, whatever the reason (the reason is logged only).
 * Starlette's HTTP errors (unknown route 404, wrong method 405) and FastAPI's request validation
   errors (400 instead of FastAPI's 422) get the same shape.
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cds.errors import AuthenticationFailed, CdsError
+from cds.errors import AuthenticationFailed, CdsError, ServiceUnavailable
 
 log = logging.getLogger("cds.service")
 
@@ -49,7 +50,10 @@ def error_response(exc: CdsError) -> JSONResponse:
         response = outcome_response(exc.http_status, exc.issue_code, AUTH_FAILED_MESSAGE)
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    return outcome_response(exc.http_status, exc.issue_code, exc.message)
+    response = outcome_response(exc.http_status, exc.issue_code, exc.message)
+    if isinstance(exc, ServiceUnavailable):
+        response.headers["Retry-After"] = str(max(1, exc.retry_after))
+    return response
 
 
 async def _cds_error(request: Request, exc: Exception) -> JSONResponse:

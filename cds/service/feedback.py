@@ -13,8 +13,9 @@ Accepted shapes (all may be mixed in one POST):
 Only ``card`` is required per item. Every item is stored as received (``item`` column) next to the
 normalised columns, so nothing is lost even if a later reading of the variants improves.
 
-Storage: a synchronous SQLAlchemy engine (SQLite file by default, any SQLAlchemy URL by
-configuration), called from the web layer through a thread pool. Tables are created at startup.
+Storage: the service's database (`cds.store.Database`: a SQLite file by default, PostgreSQL for
+several workers or replicas), synchronous, called from the web layer through a thread pool. The
+schema is owned by the migrations in ``cds/store/migrations``.
 """
 
 from __future__ import annotations
@@ -22,21 +23,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeGuard
 
-from sqlalchemy import JSON, DateTime, Integer, String, create_engine, select
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import JSON, DateTime, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cards.codes import OVERRIDE_REASON_DISPLAY, OVERRIDE_REASON_SYSTEM
 from cds.errors import InvalidRequest
+from cds.store.base import Base
+from cds.store.database import Database
 
 MAX_ITEMS = 1000
 
 
-class Base(DeclarativeBase):
-    pass
+__all__ = ["Base", "FeedbackItem", "FeedbackRow", "FeedbackStore", "parse_feedback"]
 
 
 class FeedbackRow(Base):
@@ -186,26 +186,12 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
     return [_parse_item(i, item) for i, item in enumerate(items)]
 
 
-def _engine_for(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
-    # hide_parameters: user comments (possibly PHI) never appear in SQL logs or error messages
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
-
-
 class FeedbackStore:
     """Durable feedback storage. Synchronous: call it from a thread pool in async code."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = _engine_for(url)
-
-    def create_tables(self) -> None:
-        Base.metadata.create_all(self.engine)
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.engine = database.engine
 
     def add(self, service_id: str, items: list[FeedbackItem]) -> int:
         now = datetime.now(UTC)
@@ -232,6 +218,3 @@ class FeedbackStore:
         query = query.order_by(FeedbackRow.id).limit(limit)
         with Session(self.engine) as session:
             return [row.to_json() for row in session.scalars(query)]
-
-    def dispose(self) -> None:
-        self.engine.dispose()

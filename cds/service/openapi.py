@@ -113,6 +113,7 @@ _DESCRIPTIONS = {
     401: "Missing or invalid client JWT (OperationOutcome, no detail)",
     404: "Unknown CDS service (OperationOutcome)",
     412: "Required FHIR data could not be obtained (OperationOutcome)",
+    503: "Busy, past the request deadline or database unavailable: retry after Retry-After (OperationOutcome)",
 }
 
 

@@ -1,4 +1,5 @@
-"""What a running service holds: settings, the FHIR gateway, the feedback store, the engine."""
+"""What a running service holds: settings, the database, the FHIR gateway, the feedback store, the
+engine and the per-process concurrency limits."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from cds.fhir.gateway import FhirGateway
 from cds.fhir.urls import UrlAllowList
 from cds.service.auth import JwtAuthenticator
 from cds.service.feedback import FeedbackStore
+from cds.service.limits import EngineRunner, Slots
 from cds.service.prefetch import PrefetchQuery, queries_for
+from cds.store.database import Database
 
 SERVICE_ID = "nct04582136-prescreen"
 HOOK = "patient-view"
@@ -86,10 +89,13 @@ def random_uuid() -> str:
 @dataclass
 class ServiceState:
     settings: Settings
+    database: Database
     gateway: FhirGateway
     store: FeedbackStore
     trial: ServiceTrial
     evaluator: Evaluator
+    large_bodies: Slots
+    engine: EngineRunner
     new_uuid: Callable[[], str] = random_uuid
     authenticator: JwtAuthenticator | None = None  # None: authentication off (demo, tests)
     queries: tuple[PrefetchQuery, ...] = field(default=())

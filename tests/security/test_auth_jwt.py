@@ -14,7 +14,7 @@ import pytest
 
 from cds.config import SANDBOX_ISSUER, SANDBOX_JKU, Settings
 from cds.errors import AuthenticationFailed
-from cds.service.auth import AuthConfig, JwtAuthenticator, ReplayCache
+from cds.service.auth import AuthConfig, JwtAuthenticator
 from tests.security.builders import SERVICE, app_client, assert_outcome, base_settings, full_prefetch, hook_request
 from tests.security.fake_ehr import (
     BAD_TOKENS,
@@ -244,21 +244,6 @@ def test_weak_and_unusable_jwks_keys_are_ignored(tmp_path: Path) -> None:
     path.write_text(json.dumps(jwks))
     authenticator = JwtAuthenticator(AuthConfig(issuers=(ISSUER,), jwks_file=str(path)))
     assert authenticator._file_keys == {}
-
-
-async def test_replay_cache_is_bounded_and_fails_closed() -> None:
-    now = [1000.0]
-    cache = ReplayCache(max_entries=100, clock=lambda: now[0])
-    for i in range(100):
-        cache.check_and_add("iss", f"j{i}", until=1300.0)
-    with pytest.raises(Exception, match="replay-cache-full"):
-        cache.check_and_add("iss", "one-more", until=1300.0)
-    now[0] = 1301.0  # all expired: purged on demand, memory stays bounded
-    cache.check_and_add("iss", "one-more", until=1600.0)
-    assert len(cache) == 1
-    with pytest.raises(Exception, match="replayed-jti"):
-        cache.check_and_add("iss", "one-more", until=1600.0)
-    cache.check_and_add("other-iss", "one-more", until=1600.0)  # jti is per issuer
 
 
 async def test_replayed_token_is_refused_until_it_expires_then_as_expired(ehr: FakeEhr) -> None:

@@ -1,0 +1,171 @@
+"""Bounded time and memory under concurrency (`cds.service.limits`), readiness, and the depth error.
+
+The engine here is the real one behind a gate (`GatedEngine`): it waits until the test opens the
+gate, so a test can hold evaluation or large-body slots for as long as it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ClientFactory
+from service_helpers import RecordingEngine, full_prefetch, hook_request
+
+from cds.config import Settings
+from cds.engine.model import Report
+from cds.sandbox import free_port
+
+SERVICE = "/cds-services/nct04582136-prescreen"
+
+
+class GatedEngine(RecordingEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def __call__(
+        self,
+        resources: list[dict[str, Any]],
+        *,
+        patient_id: str,
+        as_of: date,
+        searched: frozenset[str],
+        incomplete: tuple[str, ...],
+    ) -> Report:
+        self.entered.release()
+        self.gate.wait(10)
+        return super().__call__(resources, patient_id=patient_id, as_of=as_of, searched=searched, incomplete=incomplete)
+
+
+@pytest.fixture
+def gated() -> Iterator[GatedEngine]:
+    engine = GatedEngine()
+    yield engine
+    engine.gate.set()  # never leave a thread waiting
+
+
+def _hook(pad: int = 0) -> bytes:
+    body = hook_request(full_prefetch(), fhir_server=None)
+    if pad:
+        body["extension"] = {"pad": "x" * pad}
+    return json.dumps(body).encode()
+
+
+def _assert_503(response: httpx.Response, code: str) -> None:
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == code
+    assert "cards" not in outcome
+
+
+async def _post(client: httpx.AsyncClient, body: bytes | AsyncIterator[bytes]) -> httpx.Response:
+    return await client.post(SERVICE, content=body, headers={"Content-Type": "application/json"})
+
+
+async def test_an_evaluation_past_the_deadline_is_503_never_a_verdict(
+    make_client: ClientFactory, settings: Settings, gated: GatedEngine
+) -> None:
+    fast = settings.model_copy(update={"request_deadline": 1.5})
+    async with make_client(fast, evaluator=gated) as client:
+        gated.gate.set()
+        assert (await _post(client, _hook())).status_code == 200  # warm: the engine's models are loaded
+        gated.gate.clear()
+        response = await _post(client, _hook())
+        _assert_503(response, "timeout")
+        assert "deadline" in response.json()["issue"][0]["diagnostics"]
+        gated.gate.set()
+        assert (await _post(client, _hook())).status_code == 200, "the slot came back when the thread finished"
+
+
+async def test_evaluations_beyond_the_slots_queue_then_get_503(
+    make_client: ClientFactory, settings: Settings, gated: GatedEngine
+) -> None:
+    limited = settings.model_copy(update={"max_concurrent_evaluations": 1, "max_queued": 1, "queue_timeout": 0.3})
+    async with make_client(limited, evaluator=gated) as client:
+        first = asyncio.create_task(_post(client, _hook()))
+        await asyncio.to_thread(gated.entered.acquire, True, 5)  # the first holds the only slot
+        queued, refused = await asyncio.gather(_post(client, _hook()), _post(client, _hook()))
+        gated.gate.set()
+        assert (await first).status_code == 200
+    _assert_503(queued, "throttled")  # waited queue_timeout in the queue
+    _assert_503(refused, "throttled")  # the queue was full: refused at once
+
+
+async def test_large_bodies_are_read_only_while_holding_a_slot(
+    make_client: ClientFactory, settings: Settings, gated: GatedEngine
+) -> None:
+    limited = settings.model_copy(update={"large_body_bytes": 5000, "max_concurrent_large_bodies": 1, "max_queued": 0})
+    large = _hook(pad=20_000)
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the slot is needed mid-stream
+        for start in range(0, len(large), 4096):
+            yield large[start : start + 4096]
+
+    async with make_client(limited, evaluator=gated) as client:
+        holder = asyncio.create_task(_post(client, large))
+        await asyncio.to_thread(gated.entered.acquire, True, 5)  # large body 1 is in the engine
+        _assert_503(await _post(client, large), "throttled")
+        _assert_503(await _post(client, chunked()), "throttled")
+        feedback = await client.post(f"{SERVICE}/feedback", json={"feedback": [{"card": "c", "outcome": "accepted"}]})
+        assert feedback.status_code == 200, "a small body needs no large-body slot"
+        gated.gate.set()
+        assert (await holder).status_code == 200
+        assert (await _post(client, chunked())).status_code == 200, "the slot is released with the answer"
+
+
+@pytest.mark.parametrize("depth", [65, 1_100, 10_000, 150_000])
+async def test_the_depth_error_is_named_at_any_depth(client: httpx.AsyncClient, depth: int) -> None:
+    # regression: 10,000 levels were answered "not valid JSON" (the recursion limit tripped first)
+    body = b'{"hook": "patient-view", "context": {"patientId": "p"}, "prefetch": {"x": ' + b"[" * depth
+    body += b"]" * depth + b"}}"
+    response = await _post(client, body)
+    assert response.status_code == 400
+    assert "nested deeper than 64 levels" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_ready_is_200_while_the_database_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+    assert (await client.get("/health")).status_code == 200
+
+
+async def test_ready_is_503_while_the_database_is_unreachable_and_health_stays_200(
+    make_client: ClientFactory, settings: Settings
+) -> None:
+    unreachable = settings.model_copy(
+        update={
+            "database_url": f"postgresql://cds@127.0.0.1:{free_port()}/cds",
+            "database_migrate": False,
+            "database_connect_timeout": 1.0,
+        }
+    )
+    async with make_client(unreachable) as client:
+        _assert_503(await client.get("/ready"), "transient")
+        assert (await client.get("/health")).status_code == 200, "liveness: the process itself is fine"
+
+
+async def test_feedback_while_the_database_is_unreachable_is_503_with_retry_after(
+    make_client: ClientFactory, settings: Settings
+) -> None:
+    unreachable = settings.model_copy(
+        update={
+            "database_url": f"postgresql://cds@127.0.0.1:{free_port()}/cds",
+            "database_migrate": False,
+            "database_connect_timeout": 1.0,
+        }
+    )
+    async with make_client(unreachable) as client:
+        response = await client.post(f"{SERVICE}/feedback", json={"feedback": [{"card": "c"}]})
+        _assert_503(response, "transient")
+        assert "127.0.0.1" not in response.text
