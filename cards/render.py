@@ -223,7 +223,8 @@ def detail_bullets(report: Report) -> list[str]:
 def detail_markdown(report: Report, trial: TrialLike) -> str:
     """The card body: one verdict line, then at most five short bullets (see the module doc)."""
     lead = (
-        f"**{VERDICT_LEAD[report.verdict]} on the data read — {INCOMPLETE}:** verify before ruling the patient out."
+        f"**{VERDICT_LEAD[report.verdict]} on the data read — {INCOMPLETE}:** the exclusion is not settled; "
+        "verify before ruling the patient out."
         if _unsettled(report)
         else f"**{verdict_label(report)}.**"
     )
