@@ -128,7 +128,7 @@ def _new_uuid() -> str:
 
 
 def incomplete_text(report: Report) -> str:
-    names = ", ".join(TYPE_LABELS.get(t, t) for t in report.incomplete)
+    names = ", ".join(f"{TYPE_LABELS.get(t, t)} ({t})" for t in report.incomplete)
     return f"**Data incomplete:** could not read {escape(names)}; criteria depending on them are to verify."
 
 

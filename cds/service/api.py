@@ -369,7 +369,11 @@ def _int_param(name: str, value: str | None, default: int, low: int, high: int) 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
-@router.get("/report/{token}", response_class=HTMLResponse)  # the token is the credential: no JWT (a browser)
+@router.get(  # the token is the credential: no JWT (a clinician's browser opens it)
+    "/report/{token}",
+    response_class=HTMLResponse,
+    responses={404: {"description": "Unknown or expired report link (an HTML page)", "content": {"text/html": {}}}},
+)
 async def report_page(token: str, request: Request) -> HTMLResponse:
     """The full report behind a card's link, while its token is valid; 404 (a plain page) otherwise."""
     state = _state(request)
