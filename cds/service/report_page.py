@@ -74,7 +74,8 @@ def _evidence(ev: Evidence) -> str:
     if ev.value is not None and ev.value not in ev.description:
         shown = f"{ev.value} {ev.unit}" if ev.unit else ev.value
         text += f": {_text(shown)}"
-    if ev.original and ev.original not in (ev.value, ev.description):
+    shown_text = humanize_codes(f"{ev.value} {ev.unit or ''}".strip()) if ev.value is not None else None
+    if ev.original and humanize_codes(ev.original) not in (shown_text, ev.value, humanize_codes(ev.description)):
         text += f" (recorded as {_text(ev.original)})"
     if ev.date:
         text += f", {_text(ev.date)}"

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
-import subprocess
 import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
-from markdown_it import MarkdownIt
 from report_builders import AGE, TRIAL, criterion, report
 
 from cards.render import DETAIL_MAX, ReportLink, render_cards
@@ -32,10 +27,10 @@ from cds.bundles import read_bundle_file
 from cds.engine import evaluate
 from cds.engine.model import Evidence, Kind, Status
 from cds.trials.nct04582136 import TRIAL as REAL_TRIAL
+from tests.markdown_renderers import markdown_it, react_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS = ROOT / "fixtures" / "patients"
-RENDER_JS = Path(__file__).with_name("render_js")
 AS_OF = date(2026, 11, 1)
 REPORT = ReportLink("https://cds.example.org/report/Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4")
 ALLOWED = (REPORT.url, "https://clinicaltrials.gov/")
@@ -115,24 +110,6 @@ def hostile_report_details() -> list[str]:
         for rep in (report(AGE, *results[:4]), report(AGE, *results)):
             details += [c.detail or "" for c in render_cards(rep, TRIAL, show_excluded=True, report_link=REPORT)]
     return details
-
-
-def react_markdown(sources: list[str]) -> list[str]:
-    node = shutil.which("node")
-    if node is None or not (RENDER_JS / "node_modules" / "react-markdown").is_dir():
-        if os.environ.get("CI"):
-            pytest.fail("Node and tests/cards/render_js/node_modules are required in CI (.ci/run runs npm ci)")
-        pytest.skip("node or the render_js packages are missing: run `npm ci` in tests/cards/render_js")
-    done = subprocess.run(
-        [node, "render.mjs"], input=json.dumps(sources), capture_output=True, text=True, cwd=RENDER_JS, check=True
-    )
-    html: list[str] = json.loads(done.stdout)
-    return html
-
-
-def markdown_it(sources: list[str]) -> list[str]:
-    md = MarkdownIt("gfm-like", {"linkify": True, "html": True})  # fuzzy links on: bare domains too
-    return [md.render(s) for s in sources]
 
 
 ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
