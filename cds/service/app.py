@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from cds.config import Settings
+from cds.config import DEFAULT_PORT, Settings
 from cds.engine import units
 from cds.fhir.gateway import FhirGateway
 from cds.service.api import router
@@ -134,7 +134,7 @@ def log_security_posture(settings: Settings) -> None:
         )
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None) -> None:
+def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, settings: Settings | None = None) -> None:
     """Run the service with uvicorn (blocking). ``cds serve [--host] [--port]`` calls this."""
     import uvicorn
 
