@@ -32,7 +32,7 @@ DEFAULT_CORS_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 #: The one default port of the CDS Hooks service (`cds serve`, the README, the docs). The HAPI FHIR
-#: sandbox (`cds sandbox`) listens on 8080.
+#: sandbox (`cds sandbox`) listens on 8090.
 DEFAULT_PORT = 8000
 DEFAULT_SNOOZE_DAYS_BY_REASON = {"patient-declined": 180, "already-screened": 90, "will-refer": 7}
 

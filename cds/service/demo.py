@@ -44,7 +44,7 @@ DEFAULT_PATIENT = PATIENTS_DIR / "base-candidate.json"
 EXAMPLES_DIR = Path(__file__).with_name("examples")
 FIXTURES_AS_OF = date(2026, 11, 1)  # every fixture date is relative to this day
 EXAMPLE_HOOK_INSTANCE = "5b8f3c1e-2d4a-4f6b-9c7e-1a2b3c4d5e6f"
-EXAMPLE_FHIR_SERVER = "http://localhost:8080/fhir"
+EXAMPLE_FHIR_SERVER = "http://127.0.0.1:8090/fhir"  # the HAPI server of `cds sandbox`
 
 
 def load_bundle(path: Path) -> dict[str, Any]:
