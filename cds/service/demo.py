@@ -228,7 +228,7 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         try:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 60  # a loaded machine starts slowly
             while not server.started:
                 if not thread.is_alive() or time.monotonic() > deadline:
                     _err("demo: the service did not start")
