@@ -1,6 +1,7 @@
-"""HTTP routes: discovery, the patient-view service, feedback, health.
+"""HTTP routes: discovery, the patient-view service, feedback, the report page, health.
 
-Every route but ``/health`` depends on `authenticate_client` (the CDS client's JWT, see
+Every route but ``/health`` and ``/report/<token>`` (opened by a clinician's browser; its random,
+short-lived token is the credential) depends on `authenticate_client` (the CDS client's JWT, see
 `cds.service.auth`), which runs before the body is read. Bodies are read by `read_json`: size
 bounded while streaming (a lying or absent Content-Length changes nothing), time bounded, and
 decoded with depth, number and unicode bounds (`cds.fhir.safejson`). The ``fhirServer`` of a hook
