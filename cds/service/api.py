@@ -25,10 +25,11 @@ from starlette.requests import ClientDisconnect
 
 from cards.models import Card, CdsResponse
 from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
+from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound
 from cds.fhir.safejson import JsonRejected, loads_bounded
-from cds.service.alerts import chart_suppression
+from cds.service.alerts import AlertStatus, chart_suppression
 from cds.service.feedback import parse_feedback
 from cds.service.models import CdsRequest, ServiceDescription, parse_request
 from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
@@ -152,9 +153,43 @@ def _base_url(request: Request, state: ServiceState) -> str:
     return state.settings.public_base_url or str(request.base_url).rstrip("/")
 
 
-def _record_issued(state: ServiceState, cards: list[Card], patient_key: str, now: datetime) -> None:
+# The alert state only ever quiets a card: if its database fails, the hook is still answered (the
+# card shown, without a report link if the page could not be stored) and the failure logged.
+
+
+async def _alert_state(
+    state: ServiceState, fhir_server: str | None, patient_id: str, now: datetime, record: dict[str, Any]
+) -> tuple[str | None, AlertStatus]:
+    try:
+        key = await run_in_threadpool(state.alerts.patient_key, fhir_server, patient_id)
+        return key, await run_in_threadpool(state.alerts.status, key, state.trial.id, now)
+    except Exception as exc:
+        record["alertState"] = f"unavailable ({type(exc).__name__})"
+        return None, AlertStatus()
+
+
+async def _record_issued(
+    state: ServiceState, cards: list[Card], patient_key: str | None, now: datetime, record: dict[str, Any]
+) -> None:
     uuids = [card.uuid for card in cards if card.uuid]
-    state.alerts.record_issued(uuids, patient_key, state.trial.id, now)
+    if patient_key is None or not uuids:
+        return
+    try:
+        await run_in_threadpool(state.alerts.record_issued, uuids, patient_key, state.trial.id, now)
+    except Exception as exc:
+        record["alertState"] = f"unavailable ({type(exc).__name__})"
+
+
+async def _report_link(
+    request: Request, state: ServiceState, report: Report, now: datetime, record: dict[str, Any]
+) -> ReportLink | None:
+    html = report_html(report, state.trial)
+    try:
+        token = await run_in_threadpool(state.alerts.save_report, html, state.trial.id, now, state.new_token())
+    except Exception as exc:
+        record["reportPage"] = f"unavailable ({type(exc).__name__})"
+        return None
+    return ReportLink(f"{_base_url(request, state)}/report/{token}", state.settings.report_link_type)
 
 
 async def _gather_gate(state: ServiceState, cds_request: CdsRequest, fetch: bool) -> GatheredData | None:
@@ -214,15 +249,13 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         as_of = settings.as_of or date.today()
         now = datetime.now(UTC)
         patient_id = cds_request.context.patientId
-        alerts = state.alerts
-        patient_key = await run_in_threadpool(alerts.patient_key, cds_request.fhirServer, patient_id)
-        quiet = await run_in_threadpool(alerts.status, patient_key, state.trial.id, now)
+        patient_key, quiet = await _alert_state(state, cds_request.fhirServer, patient_id, now, record)
         if quiet.snoozed_until is not None:  # dismissed by a clinician: no card, nothing fetched
             record.update(status=200, outcome="no-card", suppressed="snoozed", cards=0)
             return JSONResponse(CdsResponse(cards=[]).to_json())
         if quiet.referred_on is not None:  # referral made from a card: a quiet reminder instead
             card = referred_card(state.trial, quiet.referred_on.isoformat(), new_uuid=state.new_uuid)
-            await run_in_threadpool(_record_issued, state, [card], patient_key, now)
+            await _record_issued(state, [card], patient_key, now, record)
             record.update(status=200, outcome="card", suppressed="referred", cards=1)
             return JSONResponse(CdsResponse(cards=[card]).to_json())
 
@@ -276,10 +309,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         evaluated = time.perf_counter()
         report_link: ReportLink | None = None
         if shows_card(report, show_excluded=settings.show_excluded_card):
-            token = await run_in_threadpool(
-                state.alerts.save_report, report_html(report, state.trial), state.trial.id, now, state.new_token()
-            )
-            report_link = ReportLink(f"{_base_url(request, state)}/report/{token}", settings.report_link_type)
+            report_link = await _report_link(request, state, report, now, record)
         cards = render_cards(
             report,
             state.trial,
@@ -288,7 +318,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             report_link=report_link,
         )
         if cards:
-            await run_in_threadpool(_record_issued, state, cards, patient_key, now)
+            await _record_issued(state, cards, patient_key, now, record)
         body = CdsResponse(cards=cards).to_json()
         record.update(
             status=200,

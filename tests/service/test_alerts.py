@@ -256,3 +256,25 @@ async def test_unreadable_gate_data_still_shows_the_card(make_client: Any, setti
     async with make_client(no_fetch) as client:
         response = await client.post(SERVICE, json=hook_request(prefetch, fhir_server=None))
     assert len(response.json()["cards"]) == 1
+
+
+async def test_a_failing_alert_database_never_costs_the_card(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from cds.service.app import create_app
+
+    app = create_app(settings)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("database is down"))
+
+    async with app.router.lifespan_context(app):
+        for name in ("status", "record_issued", "save_report"):
+            monkeypatch.setattr(app.state.cds.alerts, name, broken)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
+            cards = await _card(client)
+    assert len(cards) == 1
+    assert [link["url"] for link in cards[0]["links"]] == ["https://clinicaltrials.gov/study/NCT04582136"]
