@@ -97,11 +97,22 @@ class Source(_Model):
 
 
 class Link(_Model):
+    """A card link. The 2.0 specification spells the flag ``autolaunchable``; HealthChain's models
+    (and clients built on them) require ``autoLaunchable``: our links carry both, with one value."""
+
     label: Text
     url: Url
     type: Literal["absolute", "smart"]
     appContext: Text | None = None
     autolaunchable: bool | None = None
+    autoLaunchable: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_flag(self) -> Link:
+        flags = {self.autolaunchable, self.autoLaunchable} - {None}
+        if len(flags) > 1:
+            raise ValueError("autolaunchable and autoLaunchable disagree")
+        return self
 
 
 class Action(_Model):

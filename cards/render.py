@@ -1,11 +1,16 @@
 """Render the engine's Report as CDS Hooks cards.
 
-* ``possible-candidate`` / ``likely-candidate`` → one ``info`` card: summary that says "possible
-  candidate" (never "eligible", no PHI; "— data incomplete" when the report is incomplete), a
-  markdown detail with a table of criteria (to verify / not met / met, with evidence values and
-  dates, all data escaped), a static ``source.topic``, a link to the trial on ClinicalTrials.gov,
-  override reasons, one suggestion (refer to the study team: a draft ServiceRequest, see
-  `cards.referral`) and the full report under ``extension[REPORT_EXTENSION_KEY]``.
+* ``possible-candidate`` / ``likely-candidate`` → one ``info`` card: summary (<= 139 characters)
+  that says "possible candidate" and the count to verify (never "eligible", no PHI; "— data
+  incomplete" when the report is incomplete), a ``detail`` a clinician reads in seconds (at most
+  `DETAIL_MAX` characters: one verdict line, then at most five short bullets, most decisive first -
+  what is against (excluded card only), what needs verifying, SLE since, disease activity,
+  serology; criterion titles, never internal ids; codes as "SNOMED CT 55464009", never system
+  URIs; all data made inert by `cards.markdown.escape`), a static ``source.topic``, links (the
+  service's full report page when the service passes `report_link`, and the trial on
+  ClinicalTrials.gov; ``autoLaunchable: false``), override reasons, one suggestion (refer to the
+  study team: a draft ServiceRequest, see `cards.referral`) and the full report under
+  ``extension[REPORT_EXTENSION_KEY]``.
 * ``excluded`` → no card, unless ``show_excluded`` asks for a quiet "not a candidate" info card
   (same detail and report, no suggestion) - **or the exclusion is not settled**: when some data
   could not be read (``report.incomplete``) or some records were unusable (invalid FHIR, in
@@ -26,18 +31,33 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from cards.codes import OVERRIDE_REASONS, REPORT_EXTENSION_KEY, TOPIC
-from cards.markdown import escape, table
+from cards.markdown import escape, humanize_codes, plain
 from cards.models import SUMMARY_MAX, Action, Card, Link, Source, Suggestion
 from cards.referral import referral_service_request
 from cards.trial import TrialLike
-from cds.engine.model import CriterionResult, Evidence, Flag, Kind, Report, Status, Verdict
+from cards.verdict import VERDICT_LEAD, against, to_verify, verdict_label, verdict_tail
+from cds.engine.model import CriterionResult, Evidence, Flag, Report, Status, Verdict
 
 UuidFactory = Callable[[], str]
 
 INCOMPLETE = "data incomplete"
+DETAIL_MAX = 1500
+MAX_BULLETS = 5
+REPORT_LINK_LABEL = "Full prescreen report (criteria and evidence)"
+NOT_AUTOLAUNCHED: dict[str, Any] = {"autolaunchable": False, "autoLaunchable": False}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLink:
+    """Where the service serves this report's page: an opaque, short-lived URL (no patient id)."""
+
+    url: str
+    type: Literal["absolute", "smart"] = "absolute"
+
 
 TYPE_LABELS = {
     "Patient": "patient demographics",
@@ -107,119 +127,137 @@ def _new_uuid() -> str:
     return str(uuid.uuid4())
 
 
-def _group(result: CriterionResult) -> str:
-    if result.status is Status.UNKNOWN:
-        return "to verify"
-    return "not met" if result.fails else "met"
-
-
-_GROUP_ORDER = {"to verify": 0, "not met": 1, "met": 2}
-# Row labels say what the finding means for the patient: an exclusion that does not apply is
-# "absent" (not "met"), one that applies is "present".
-_ROW_LABEL = {
-    ("to verify", Kind.INCLUSION): "❓ To verify",
-    ("to verify", Kind.EXCLUSION): "❓ To verify",
-    ("not met", Kind.INCLUSION): "❌ Not met",
-    ("not met", Kind.EXCLUSION): "❌ Present",
-    ("met", Kind.INCLUSION): "✅ Met",
-    ("met", Kind.EXCLUSION): "✅ Absent",
-}
-
-
-def _evidence_text(ev: Evidence) -> str:
-    text = escape(ev.description)
-    shown = ""
-    if ev.value is not None:
-        shown = f"{ev.value} {ev.unit}".strip() if ev.unit else ev.value
-        if shown not in ev.description:
-            text += f": {escape(shown)}"
-    if ev.original and ev.original not in (ev.value, shown):
-        text += f" (recorded as {escape(ev.original)})"
-    if ev.date:
-        text += f", {escape(ev.date)}"
-    if ev.flags:
-        text += " [" + ", ".join(FLAG_LABELS.get(f, f.value) for f in ev.flags) + "]"
-    return text
-
-
-def _criterion_label(result: CriterionResult) -> str:
-    kind = "Inclusion" if result.kind is Kind.INCLUSION else "Exclusion"
-    name = f"{result.id}: {result.title}" if result.title else result.id
-    return f"{escape(name)} ({kind.lower()})"
-
-
-def criteria_table(report: Report) -> str:
-    rows: list[tuple[str, ...]] = []
-    ordered = sorted(report.criteria, key=lambda r: _GROUP_ORDER[_group(r)])
-    for result in ordered:
-        evidence = "; ".join(_evidence_text(e) for e in result.evidence) or "—"
-        rows.append(
-            (_ROW_LABEL[(_group(result), result.kind)], _criterion_label(result), escape(result.reason), evidence)
-        )
-    return table(("Result", "Criterion", "Finding", "Evidence"), rows)
-
-
-def _counts(report: Report) -> dict[str, int]:
-    counts = {"met": 0, "not met": 0, "to verify": 0}
-    for result in report.criteria:
-        counts[_group(result)] += 1
-    return counts
-
-
 def incomplete_text(report: Report) -> str:
     names = ", ".join(f"{TYPE_LABELS.get(t, t)} ({t})" for t in report.incomplete)
-    return f"**Data incomplete:** could not read {escape(names)}. Criteria depending on them are listed as to verify."
+    return f"**Data incomplete:** could not read {escape(names)}; criteria depending on them are to verify."
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _items_bullet(label: str, items: list[str], budget: int) -> str:
+    """``**Label (n):** a; b; c`` within `budget` characters, ending "and N more" when cut."""
+    head = f"- **{label} ({len(items)}):** "
+    shown: list[str] = []
+    for i, item in enumerate(items):
+        rest = len(items) - i - 1
+        tail = f"; and {rest} more in the full report" if rest else ""
+        candidate = "; ".join([*shown, item])
+        if len(head) + len(candidate) + len(tail) > budget and shown:
+            more = len(items) - len(shown)
+            return head + "; ".join(shown) + f"; and {more} more in the full report"
+        shown.append(item)
+    return head + "; ".join(shown)
+
+
+def _criterion_item(result: CriterionResult, reason_limit: int = 90) -> str:
+    name = escape(result.title or result.id)
+    reason = escape(_clip(plain(humanize_codes(result.reason)), reason_limit))
+    return f"{name} ({reason})" if reason else name
+
+
+def _evidence_fact(ev: Evidence) -> str:
+    text = plain(ev.description)
+    if ev.value is not None and ev.value not in text:
+        text += f" {ev.value} {ev.unit or ''}".rstrip()
+    text = humanize_codes(text)
+    if ev.date and ev.date not in text:
+        text += f" ({ev.date})"
+    return escape(_clip(text, 120))
+
+
+def _sle_fact(report: Report) -> str | None:
+    dates: list[str] = []
+    try:
+        if report.by_id("inc-sle-diagnosis").status is not Status.MET:
+            return None
+    except KeyError:
+        return None
+    for cid in ("inc-sle-duration", "inc-sle-diagnosis"):
+        try:
+            result = report.by_id(cid)
+        except KeyError:
+            continue
+        if result.status is not Status.MET:
+            continue
+        dates.extend(ev.date for ev in result.evidence if ev.date)
+        if dates:
+            break
+    if not dates:
+        return None
+    return f"- **SLE** coded since {escape(min(dates))}"
+
+
+def _facts_of(report: Report, cid: str, label: str) -> str | None:
+    try:
+        result = report.by_id(cid)
+    except KeyError:
+        return None
+    facts = [_evidence_fact(ev) for ev in result.evidence if ev.value is not None or ev.original is not None]
+    if result.status is not Status.MET or not facts:
+        return None
+    return f"- **{label}:** " + "; ".join(facts[:2])
+
+
+def detail_bullets(report: Report) -> list[str]:
+    """At most five bullets, most decisive first: what is against (when shown), what needs verifying,
+    then the key supporting facts (SLE since, disease activity, serology)."""
+    bullets: list[str] = []
+    fails = against(report)
+    if fails:
+        bullets.append(_items_bullet("Against", [_criterion_item(r) for r in fails], 420))
+    unknown = to_verify(report)
+    if unknown:
+        bullets.append(_items_bullet("To verify", [_criterion_item(r, 70) for r in unknown], 520))
+    for fact in (
+        _sle_fact(report),
+        _facts_of(report, "inc-sledai", "Disease activity"),
+        _facts_of(report, "inc-serology", "Serology"),
+    ):
+        if fact is not None:
+            bullets.append(fact)
+    return bullets[:MAX_BULLETS]
 
 
 def detail_markdown(report: Report, trial: TrialLike) -> str:
-    verdict = report.verdict
-    counts = _counts(report)
-    headline = {
-        Verdict.LIKELY_CANDIDATE: "possible candidate (every criterion the chart can settle is met)",
-        Verdict.POSSIBLE_CANDIDATE: "possible candidate (some criteria need review)",
-        Verdict.EXCLUDED: "not a candidate",
-    }[verdict]
-    parts = [
-        f"**Prescreen for clinical trial {escape(trial_label(trial))}**, "
-        f"as of {report.as_of.isoformat()}: **{headline}**. "
-        "This is not an eligibility decision; the study team confirms eligibility.",
-    ]
-    if report.incomplete:
-        parts.append(incomplete_text(report))
-    if _unsettled(report):
-        parts.append(
-            "**The exclusion is not settled:** the criteria that rule the patient out depend on data that "
-            "could not be read completely or on records that could not be used. Verify before ruling the "
-            "patient out."
-        )
-    parts.append(
-        f"Of {len(report.criteria)} criteria: {counts['met']} in the patient's favour (inclusions met, exclusions "
-        f"absent), {counts['to verify']} to verify, {counts['not met']} against."
+    """The card body: one verdict line, then at most five short bullets (see the module doc)."""
+    lead = (
+        f"**{VERDICT_LEAD[report.verdict]} on the data read — {INCOMPLETE}:** the exclusion is not settled; "
+        "verify before ruling the patient out."
+        if _unsettled(report)
+        else f"**{verdict_label(report)}.**"
     )
-    parts.append(criteria_table(report))
+    line = (
+        f"{lead} Prescreen for {escape(trial.id)} as of {report.as_of.isoformat()}; "
+        "not an eligibility decision, the study team confirms."
+    )
+    if report.incomplete:
+        line += " " + incomplete_text(report)
     if report.data_issues:
-        parts.append(
-            f"{len(report.data_issues)} record(s) could not be used (invalid or not this patient's); "
-            "see the report in the card extension."
-        )
-    return "\n\n".join(parts)
+        line += f" {len(report.data_issues)} record(s) could not be used."
+    bullets = detail_bullets(report)
+    while True:
+        detail = "\n\n".join(p for p in (line, "\n".join(bullets)) if p)
+        if len(detail) <= DETAIL_MAX or len(bullets) <= 1:
+            break
+        bullets.pop()  # supporting facts go first: they are the least decisive
+    if len(detail) > DETAIL_MAX:  # cut at a space: never inside an escape sequence
+        detail = detail[: detail.rfind(" ", 0, DETAIL_MAX - 1)].rstrip("\\") + "…"
+    return detail
 
 
 def summary_text(report: Report, trial: TrialLike) -> str:
-    """A PHI-free summary under 140 characters; "possible candidate", never "eligible"."""
+    """A PHI-free summary under 140 characters with the verdict; "possible candidate", never "eligible"."""
     verdict = report.verdict
-    # Criteria no data can settle (investigator judgment) are always to verify: not counted here.
-    to_verify = sum(1 for r in report.criteria if r.status is Status.UNKNOWN and r.settleable)
     unsettled = _unsettled(report)
+    lead = VERDICT_LEAD[verdict]
     if unsettled:
-        lead, tail = f"Not a candidate on the data read — {INCOMPLETE}", ": verify"
+        lead, tail = f"{lead} on the data read — {INCOMPLETE}", ": verify"
     elif verdict is Verdict.EXCLUDED:
-        lead, tail = "Not a candidate", " (prescreen)"
-    elif verdict is Verdict.LIKELY_CANDIDATE:
-        lead, tail = "Possible candidate", ": all checkable criteria met"
+        tail = " (prescreen)"
     else:
-        lead = "Possible candidate"
-        tail = f": {to_verify} criteria to verify" if to_verify != 1 else ": 1 criterion to verify"
+        tail = f": {verdict_tail(report)}"
     if unsettled or (report.incomplete and verdict is not Verdict.EXCLUDED):
         if not unsettled:
             lead = f"{lead} — {INCOMPLETE}"
@@ -250,25 +288,33 @@ def _source(trial: TrialLike) -> Source:
     return Source(label=f"{trial.id} prescreen", url=trial.url, topic=TOPIC)
 
 
-def _links(trial: TrialLike) -> list[Link]:
-    return [Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")]
+def _links(trial: TrialLike, report_link: ReportLink | None) -> list[Link]:
+    links = []
+    if report_link is not None:
+        links.append(Link(label=REPORT_LINK_LABEL, url=report_link.url, type=report_link.type, **NOT_AUTOLAUNCHED))
+    links.append(Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute", **NOT_AUTOLAUNCHED))
+    return links
 
 
-def _card(report: Report, trial: TrialLike, new_uuid: UuidFactory, **extra: Any) -> Card:
-    """The fields every card of ours has: summary, detail, source, link and the full report."""
+def _card(
+    report: Report, trial: TrialLike, new_uuid: UuidFactory, report_link: ReportLink | None, **extra: Any
+) -> Card:
+    """The fields every card of ours has: summary, detail, source, links and the full report."""
     return Card(
         uuid=new_uuid(),
         summary=summary_text(report, trial),
         detail=detail_markdown(report, trial),
         indicator="info",
         source=_source(trial),
-        links=_links(trial),
+        links=_links(trial, report_link),
         extension={REPORT_EXTENSION_KEY: report.to_json()},
         **extra,
     )
 
 
-def candidate_card(report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid) -> Card:
+def candidate_card(
+    report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid, report_link: ReportLink | None = None
+) -> Card:
     referral = Suggestion(
         label=f"Refer to the {trial.id} study team",
         uuid=new_uuid(),
@@ -285,14 +331,28 @@ def candidate_card(report: Report, trial: TrialLike, *, new_uuid: UuidFactory = 
         report,
         trial,
         new_uuid,
+        report_link,
         suggestions=[referral],
         selectionBehavior="any",
         overrideReasons=list(OVERRIDE_REASONS),
     )
 
 
-def excluded_card(report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid) -> Card:
-    return _card(report, trial, new_uuid)
+def excluded_card(
+    report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid, report_link: ReportLink | None = None
+) -> Card:
+    return _card(report, trial, new_uuid, report_link)
+
+
+def shows_card(report: Report, *, show_excluded: bool = False) -> bool:
+    """Whether `render_cards` returns a card for this report."""
+    return report.verdict is not Verdict.EXCLUDED or show_excluded or _unsettled(report)
+
+
+def no_card_reason(report: Report) -> str:
+    """Why an excluded patient gets no card: the deciding criteria (for the demo and logs; no values)."""
+    names = ", ".join(r.title or r.id for r in against(report))
+    return f"not a candidate: {names}" if names else "not a candidate"
 
 
 def render_cards(
@@ -301,10 +361,23 @@ def render_cards(
     *,
     show_excluded: bool = False,
     new_uuid: UuidFactory = _new_uuid,
+    report_link: ReportLink | None = None,
 ) -> list[Card]:
     """Cards for one report: one candidate card; for an excluded patient none, or a quiet one when
     `show_excluded` or when the exclusion is not settled (incomplete or unusable data)."""
+    if not shows_card(report, show_excluded=show_excluded):
+        return []
     if report.verdict is Verdict.EXCLUDED:
-        visible = show_excluded or _unsettled(report)
-        return [excluded_card(report, trial, new_uuid=new_uuid)] if visible else []
-    return [candidate_card(report, trial, new_uuid=new_uuid)]
+        return [excluded_card(report, trial, new_uuid=new_uuid, report_link=report_link)]
+    return [candidate_card(report, trial, new_uuid=new_uuid, report_link=report_link)]
+
+
+def referred_card(trial: TrialLike, referred_on: str, *, new_uuid: UuidFactory = _new_uuid) -> Card:
+    """The quiet card shown instead of the prescreen once a referral was accepted from a card."""
+    return Card(
+        uuid=new_uuid(),
+        summary=f"Referred to the {trial.id} study team on {referred_on}",
+        indicator="info",
+        source=_source(trial),
+        links=_links(trial, None),
+    )

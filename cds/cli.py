@@ -10,7 +10,9 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
+from cards.verdict import verdict_label
 from cds.bundles import InputError, read_inputs, skipped_summary
+from cds.config import DEFAULT_PORT, SettingsError, load_settings
 from cds.engine import evaluate
 from cds.engine.model import Report, Status
 
@@ -35,7 +37,11 @@ def _positive(text: str) -> int:
 
 
 def render_table(report: Report) -> str:
-    lines = [f"{report.patient}  verdict: {report.verdict.value}  (as of {report.as_of.isoformat()}, {report.trial})"]
+    # The card's words and counts (cards.verdict), then the machine verdict code of the JSON report.
+    lines = [
+        f"{report.patient}  verdict: {verdict_label(report)} [{report.verdict.value}]"
+        f"  (as of {report.as_of.isoformat()}, {report.trial})"
+    ]
     if report.incomplete:
         lines.append(f"  DATA INCOMPLETE: could not read {', '.join(report.incomplete)}")
     width = max(len(c.id) for c in report.criteria)
@@ -104,6 +110,16 @@ def database_command(action: str, out: TextIO) -> int:
     return 0
 
 
+SERVE_EPILOG = f"""\
+try it locally, without client authentication (never in production):
+  CDS_AUTH_REQUIRED=false cds serve
+  curl http://127.0.0.1:{DEFAULT_PORT}/cds-services      # discovery
+  cds demo                                      # a real patient-view call, card printed
+
+production: CDS_AUTH_ISSUERS, CDS_AUTH_JWKS_FILE or CDS_AUTH_JKU_ALLOWED, CDS_PUBLIC_BASE_URL,
+CDS_FHIR_ALLOWED_SERVERS, CDS_DATABASE_URL (see cds/service/SETTINGS.md)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cds", description="NCT04582136 prescreening (CDS Hooks service and tools)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,9 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date (default: today)")
     s.add_argument("--format", choices=("table", "jsonl"), default="table")
 
-    v = sub.add_parser("serve", help="run the CDS Hooks service (uvicorn)")
-    v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=int, default=8000)
+    v = sub.add_parser(
+        "serve",
+        help="run the CDS Hooks service (uvicorn)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the CDS Hooks service. Settings come from CDS_* environment variables "
+        "(cds/service/SETTINGS.md); a bad value stops it with one line naming the variable.",
+        epilog=SERVE_EPILOG,
+    )
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
+    v.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
     v.add_argument(
         "--workers",
         type=_positive,
@@ -151,17 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "screen":
         as_of = args.as_of or date.today()  # the clock is read here, at the edge, never in the engine
         return screen(args.paths, as_of, args.format, sys.stdout, sys.stderr)
-    if args.command == "serve":
-        from cds.service.app import serve
+    if args.command in ("serve", "demo"):
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.command == "serve":
+            from cds.service.app import serve
 
-        serve(host=args.host, port=args.port, workers=args.workers)
-        return 0
-    if args.command == "db":
-        return database_command(args.action, sys.stdout)
-    if args.command == "demo":
+            serve(host=args.host, port=args.port, workers=args.workers, settings=settings)
+            return 0
         from cds.service.demo import run_demo
 
         return run_demo(args.patient_file)
+    if args.command == "db":
+        return database_command(args.action, sys.stdout)
     if args.command == "criteria":
         from cds.trials.docs import criteria_markdown
 

@@ -10,11 +10,13 @@ comma-separated string (``CDS_CORS_ORIGINS=https://a,https://b``).
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "CDS_"
 
@@ -28,6 +30,11 @@ SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 DEFAULT_CORS_ORIGIN_REGEX = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+#: The one default port of the CDS Hooks service (`cds serve`, the README, the docs). The HAPI FHIR
+#: sandbox (`cds sandbox`) listens on 8090.
+DEFAULT_PORT = 8000
+DEFAULT_SNOOZE_DAYS_BY_REASON = {"patient-declined": 180, "already-screened": 90, "will-refer": 7}
 
 
 class Settings(BaseSettings):
@@ -214,6 +221,45 @@ class Settings(BaseSettings):
     )
     retry_after: int = Field(default=2, ge=1, description="Seconds sent in Retry-After with a 503.")
     log_level: LogLevel = Field(default="INFO", description="Level of the JSON logs of the service.")
+    alert_snooze_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="Days a card dismissed with 'overridden' feedback stays away for that patient and trial "
+        "(when its override reason has no period of its own).",
+    )
+    alert_snooze_days_by_reason: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_SNOOZE_DAYS_BY_REASON),
+        description="Snooze period per override reason code (JSON object, e.g. "
+        '{"patient-declined": 180}); the longest applies when several reasons are given.',
+    )
+    alert_referral_quiet_days: int = Field(
+        default=365,
+        ge=0,
+        description="Days after 'accepted' feedback (referral made) during which the prescreen card is replaced "
+        "by a quiet 'referred on <date>' card.",
+    )
+    alert_card_issue_days: int = Field(
+        default=90,
+        ge=1,
+        description="Days a card uuid stays tied to its (hashed) patient, i.e. how late feedback can still snooze.",
+    )
+    alert_key_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret of the HMAC that turns fhirServer + patient id into the stored patient key. Unset: a "
+        "random key created once in the database (shared by every replica using it).",
+    )
+    report_link_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="Lifetime of the card's link to the full report page (an opaque token; no patient id in the URL).",
+    )
+    report_link_type: Literal["absolute", "smart"] = Field(
+        default="absolute",
+        description="CDS Hooks link type of the report link: 'absolute', or 'smart' where the EHR launches card "
+        "links as SMART apps (it then adds its launch parameters, which the page ignores).",
+    )
 
     @field_validator(
         "fhir_allowed_servers", "cors_origins", "auth_issuers", "auth_jku_allowed", "auth_tenants", mode="before"
@@ -255,10 +301,39 @@ class Settings(BaseSettings):
     def trusted_jku(self) -> list[str]:
         return [*self.auth_jku_allowed, SANDBOX_JKU] if self.auth_trust_sandbox else list(self.auth_jku_allowed)
 
+    @field_validator("alert_snooze_days_by_reason")
+    @classmethod
+    def _periods(cls, value: dict[str, int]) -> dict[str, int]:
+        for reason, days in value.items():
+            if not reason.strip() or not 0 <= days <= 3650:
+                raise ValueError(f"bad snooze period {reason!r}: {days} (days must be 0-3650)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+
+class SettingsError(Exception):
+    """A setting could not be read: the message is one line naming the environment variable."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """`Settings()` from the environment, or `SettingsError` with one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except PydanticSettingsError as exc:  # a value that is not even JSON where JSON is needed
+        found = re.search(r'field "(\w+)"', str(exc))
+        env = f"{ENV_PREFIX}{found.group(1).upper()}" if found else "a CDS_ variable"
+        raise SettingsError(f"invalid setting {env}: not valid JSON") from None
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            env = f"{ENV_PREFIX}{name.upper()}"
+            lines.append(f"invalid setting {env}: {error['msg']}")
+        raise SettingsError("; ".join(lines)) from None
 
 
 def _default_text(name: str) -> str:
@@ -270,6 +345,8 @@ def _default_text(name: str) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return ",".join(str(v) for v in value) if value else "(empty)"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 

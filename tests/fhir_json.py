@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,9 +19,12 @@ def searchset(resources: Iterable[dict[str, Any]] = (), next_url: str | None = N
 
 
 def without_uuids(value: Any) -> Any:
-    """`value` with every `uuid` key removed, at any depth (cards differ only in random uuids)."""
+    """`value` with every `uuid` key removed and report-page tokens blanked, at any depth (cards differ
+    only in random uuids and in the random token of their report link)."""
     if isinstance(value, dict):
         return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
     if isinstance(value, list):
         return [without_uuids(v) for v in value]
+    if isinstance(value, str) and "/report/" in value:
+        return re.sub(r"/report/[A-Za-z0-9_-]+", "/report/TOKEN", value)
     return value

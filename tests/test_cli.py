@@ -95,7 +95,9 @@ def test_transaction_bundle_with_urn_uuid_and_two_patients(tmp_path: Path) -> No
 def test_table_format_is_readable() -> None:
     code, out, _ = _run([FIXTURES / "base-candidate.json"], fmt="table")
     assert code == 0
-    assert out.startswith("Patient/base-candidate  verdict: likely-candidate")
+    assert out.startswith(
+        "Patient/base-candidate  verdict: Possible candidate: all checkable criteria met [likely-candidate]"
+    )
     assert "inc-serology" in out
     assert "exc-investigator-judgment" in out
 
@@ -256,3 +258,53 @@ def test_screen_directory_bad_file_named_and_the_rest_still_screened(tmp_path: P
     assert str(tmp_path / "a-broken.json") in err
     (report,) = map(json.loads, out.splitlines())
     assert report["patient"] == "Patient/base-candidate"
+
+
+@pytest.mark.parametrize("name", ["base-candidate", "var-hcg-missing", "var-sledai-missing", "real-synthea-like"])
+def test_cli_card_and_report_page_use_the_same_verdict_words_and_counts(name: str) -> None:
+    """Regression: the summary said "7 to verify" where the detail said 8, and `cds screen` said
+    likely-candidate where the card said possible candidate."""
+    from datetime import date
+
+    from cards.render import render_cards
+    from cds.bundles import read_bundle_file
+    from cds.engine import evaluate
+    from cds.service.report_page import report_html
+    from cds.trials.nct04582136 import TRIAL
+
+    code, out, _ = _run([FIXTURES / f"{name}.json"], fmt="table")
+    assert code == 0
+    contents = read_bundle_file(FIXTURES / f"{name}.json")
+    patient = contents.patients[0]
+    report = evaluate(
+        patient.resources, patient_id=patient.patient_id, as_of=date(2026, 11, 1), searched=contents.searched
+    )
+    card = render_cards(report, TRIAL, show_excluded=True)[0]
+    label = out.splitlines()[0].split("verdict: ", 1)[1].split(" [", 1)[0]
+    assert f"**{label}.**" in (card.detail or "") or "not settled" in (card.detail or "")
+    tail = label.split(": ", 1)[1]
+    if not label.startswith("Not a candidate"):
+        assert card.summary.endswith(tail)
+    assert f"<strong>{label}.</strong>" in report_html(report, TRIAL)
+
+
+def test_serve_help_shows_defaults_and_the_local_recipe(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 8000)" in out
+    assert "(default: 127.0.0.1" in out
+    assert "CDS_AUTH_REQUIRED=false cds serve" in out
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CDS_ALERT_SNOOZE_DAYS", "soon"), ("CDS_ALERT_SNOOZE_DAYS_BY_REASON", "{not json"), ("CDS_LOG_LEVEL", "LOUD")],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, capsys, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: invalid setting {variable}:")
+    assert "Traceback" not in err

@@ -1,6 +1,7 @@
-"""HTTP routes: discovery, the patient-view service, feedback, health and readiness.
+"""HTTP routes: discovery, the patient-view service, feedback, the report page, health and readiness.
 
-Every route but ``/health`` and ``/ready`` depends on `authenticate_client` (the CDS client's JWT,
+Every route but ``/health``, ``/ready`` and ``/report/<token>`` (opened by a clinician's browser; its
+random, short-lived token is the credential) depends on `authenticate_client` (the CDS client's JWT,
 see `cds.service.auth`), which runs before the body is read. Bodies are read by `read_json`: size
 bounded while streaming (a lying or absent Content-Length changes nothing), time bounded, and
 decoded with depth, number and unicode bounds (`cds.fhir.safejson`). A large body (declared, or
@@ -15,28 +16,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from cards.models import CdsResponse
-from cards.render import render_cards, trial_label
+from cards.models import Card, CdsResponse
+from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
+from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
+from cds.service.alerts import AlertStatus, chart_suppression
 from cds.service.errors import error_response
 from cds.service.feedback import parse_feedback
 from cds.service.limits import Deadline
 from cds.service.models import CdsRequest, ServiceDescription, parse_request
 from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
-from cds.service.prefetch import gather_data, prefetch_templates
+from cds.service.prefetch import GatheredData, gather_data, prefetch_templates
+from cds.service.report_page import PAGE_HEADERS, expired_html, report_html
 from cds.service.state import HOOK, SERVICE_ID, ServiceState
 from cds.store.database import DatabaseUnavailable
 
@@ -62,7 +67,7 @@ def service_description(state: ServiceState) -> ServiceDescription:
             "information card when the patient is a possible candidate, with the criteria met, not "
             "met and to verify. Not an eligibility decision."
         ),
-        prefetch=prefetch_templates(state.queries),
+        prefetch=prefetch_templates((*state.queries, *state.gate_queries)),
         usageRequirements=(
             f"Read access to the patient's record, by prefetch or by FHIR with the SMART scopes {scopes} "
             "(SMART v2: the same types with .rs). Without prefetch the service queries fhirServer itself."
@@ -189,6 +194,79 @@ def _fetching(state: ServiceState, cds_request: CdsRequest) -> bool:
     return True
 
 
+def _base_url(request: Request, state: ServiceState) -> str:
+    """The service's public base URL for links: ``CDS_PUBLIC_BASE_URL``, else the URL called."""
+    return state.settings.public_base_url or str(request.base_url).rstrip("/")
+
+
+# The alert state only ever quiets a card: if its database fails, the hook is still answered (the
+# card shown, without a report link if the page could not be stored) and the failure logged.
+
+
+async def _alert_state(
+    state: ServiceState, fhir_server: str | None, patient_id: str, now: datetime, record: dict[str, Any]
+) -> tuple[str | None, AlertStatus]:
+    try:
+        key = await run_in_threadpool(state.alerts.patient_key, fhir_server, patient_id)
+        return key, await run_in_threadpool(state.alerts.status, key, state.trial.id, now)
+    except Exception as exc:
+        record["alertState"] = f"unavailable ({type(exc).__name__})"
+        return None, AlertStatus()
+
+
+async def _record_issued(
+    state: ServiceState, cards: list[Card], patient_key: str | None, now: datetime, record: dict[str, Any]
+) -> None:
+    uuids = [card.uuid for card in cards if card.uuid]
+    if patient_key is None or not uuids:
+        return
+    try:
+        await run_in_threadpool(state.alerts.record_issued, uuids, patient_key, state.trial.id, now)
+    except Exception as exc:
+        record["alertState"] = f"unavailable ({type(exc).__name__})"
+
+
+async def _report_link(
+    request: Request, state: ServiceState, report: Report, now: datetime, record: dict[str, Any]
+) -> ReportLink | None:
+    html = report_html(report, state.trial)
+    try:
+        token = await run_in_threadpool(state.alerts.save_report, html, state.trial.id, now, state.new_token())
+    except Exception as exc:
+        record["reportPage"] = f"unavailable ({type(exc).__name__})"
+        return None
+    return ReportLink(f"{_base_url(request, state)}/report/{token}", state.settings.report_link_type)
+
+
+async def _gather_gate(state: ServiceState, cds_request: CdsRequest, fetch: bool) -> GatheredData | None:
+    """The alert gate's data (prefetch, else FHIR); None if it could not be read at all."""
+    try:
+        return await gather_data(
+            cds_request,
+            state.gate_queries,
+            state.gateway,
+            deadline_seconds=state.settings.fhir_deadline,
+            require_all=False,
+            fetch=fetch,
+        )
+    except Exception:  # the gate only ever removes a card: failing to read it must not fail the call
+        log.warning("alert gate data could not be read", extra={"event": "gate.unread"})
+        return None
+
+
+def _chart_gate(
+    state: ServiceState, gate: GatheredData | None, patient_id: str, as_of: date, record: dict[str, Any]
+) -> str | None:
+    """Why the chart says no card (opt-out Consent, ResearchSubject, referral), or None. Types that
+    could not be read are logged (``gateUnread``) and do not stop the card."""
+    if gate is None:
+        record["gateUnread"] = sorted({q.resource_type for q in state.gate_queries})
+        return None
+    if gate.incomplete:
+        record["gateUnread"] = list(gate.incomplete)
+    return chart_suppression(gate.resources, patient_id=patient_id, trial_id=state.trial.id, today=as_of)
+
+
 @router.get("/cds-services", dependencies=AUTHENTICATED, responses=responses(401))
 async def discovery(request: Request) -> dict[str, Any]:
     description = service_description(_state(request))
@@ -217,24 +295,44 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             raise InvalidRequest(f"this service answers the {HOOK} hook only")
         fetch = _fetching(state, cds_request)  # before anything is fetched
         as_of = settings.as_of or date.today()
+        now = datetime.now(UTC)
+        patient_id = cds_request.context.patientId
+        patient_key, quiet = await _alert_state(state, cds_request.fhirServer, patient_id, now, record)
+        if quiet.snoozed_until is not None:  # dismissed by a clinician: no card, nothing fetched
+            record.update(status=200, outcome="no-card", suppressed="snoozed", cards=0)
+            return JSONResponse(CdsResponse(cards=[]).to_json())
+        if quiet.referred_on is not None:  # referral made from a card: a quiet reminder instead
+            card = referred_card(state.trial, quiet.referred_on.isoformat(), new_uuid=state.new_uuid)
+            await _record_issued(state, [card], patient_key, now, record)
+            record.update(status=200, outcome="card", suppressed="referred", cards=1)
+            return JSONResponse(CdsResponse(cards=[card]).to_json())
 
-        data = await gather_data(
-            cds_request,
-            state.queries,
-            state.gateway,
-            deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
-            require_all=settings.require_all_data,
-            fetch=fetch,
-            log_record=record,
-            since=state.trial.observation_cutoff(as_of),
-        )
+        gate_task = asyncio.create_task(_gather_gate(state, cds_request, fetch))
+        try:
+            data = await gather_data(
+                cds_request,
+                state.queries,
+                state.gateway,
+                deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
+                require_all=settings.require_all_data,
+                fetch=fetch,
+                log_record=record,
+                since=state.trial.observation_cutoff(as_of),
+            )
+        except BaseException:
+            gate_task.cancel()
+            raise
+        gate = await gate_task
         fetched = time.perf_counter()
+        suppressed = _chart_gate(state, gate, patient_id, as_of, record)
+        if suppressed is not None:
+            record.update(status=200, outcome="no-card", suppressed=suppressed, cards=0)
+            return JSONResponse(CdsResponse(cards=[]).to_json())
         record["sources"] = data.sources()
         record["resources"] = len(data.resources)
         if data.incomplete:
             record["incomplete"] = list(data.incomplete)
 
-        patient_id = cds_request.context.patientId
         if not settings.show_excluded_card and state.trial.certainly_excluded_without_evaluation(
             data.resources, patient_id=patient_id, searched=data.searched, incomplete=data.incomplete
         ):
@@ -259,7 +357,18 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             deadline,
         )
         evaluated = time.perf_counter()
-        cards = render_cards(report, state.trial, show_excluded=settings.show_excluded_card, new_uuid=state.new_uuid)
+        report_link: ReportLink | None = None
+        if shows_card(report, show_excluded=settings.show_excluded_card):
+            report_link = await _report_link(request, state, report, now, record)
+        cards = render_cards(
+            report,
+            state.trial,
+            show_excluded=settings.show_excluded_card,
+            new_uuid=state.new_uuid,
+            report_link=report_link,
+        )
+        if cards:
+            await _record_issued(state, cards, patient_key, now, record)
         body = CdsResponse(cards=cards).to_json()
         record.update(
             status=200,
@@ -298,12 +407,14 @@ async def post_feedback(service_id: str, request: Request) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as slot:
         items = parse_feedback(await read_json(request, state, slot, _deadline(state)))
     stored = await run_in_threadpool(state.store.add, service_id, items)
+    applied = await run_in_threadpool(state.alerts.apply_feedback, items, datetime.now(UTC))
     log.info(
         "feedback stored",
         extra={
             "event": "feedback",
             "service": service_id,
             "items": stored,
+            "applied": applied,
             "outcomes": sorted({i.outcome or "-" for i in items}),
         },
     )
@@ -311,13 +422,52 @@ async def post_feedback(service_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/cds-services/{service_id}/feedback", dependencies=AUTHENTICATED, responses=responses(400, 401, 404))
-async def list_feedback(service_id: str, request: Request, card: str | None = None) -> dict[str, Any]:
-    """Stored feedback, oldest first (for coordinators and tests). It holds user comments: like
-    every CDS route it requires the client's JWT when authentication is on."""
+async def list_feedback(
+    service_id: str, request: Request, card: str | None = None, limit: str | None = None, offset: str | None = None
+) -> dict[str, Any]:
+    """Stored feedback, oldest first, one page at a time (``limit`` <= 1000, default 100; ``offset``):
+    the answer says the ``total`` and, while more rows follow, the ``next`` offset. It holds user
+    comments: like every CDS route it requires the client's JWT when authentication is on."""
     state = _state(request)
     _check_service(service_id)
-    rows = await run_in_threadpool(partial(state.store.list, service_id, card=card))
-    return {"feedback": rows}
+    page_size = _int_param("limit", limit, DEFAULT_PAGE, 1, MAX_PAGE)
+    start = _int_param("offset", offset, 0, 0, 10**12)
+    page = await run_in_threadpool(partial(state.store.page, service_id, card=card, limit=page_size, offset=start))
+    body: dict[str, Any] = {"feedback": page.rows, "total": page.total, "limit": page_size, "offset": start}
+    if start + len(page.rows) < page.total:
+        body["next"] = start + len(page.rows)
+    return body
+
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def _int_param(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not value.strip().isdigit() or not low <= int(value) <= high:
+        raise InvalidRequest(f"'{name}' must be an integer from {low} to {high}")
+    return int(value)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+@router.get(  # the token is the credential: no JWT (a clinician's browser opens it)
+    "/report/{token}",
+    response_class=HTMLResponse,
+    responses={404: {"description": "Unknown or expired report link (an HTML page)", "content": {"text/html": {}}}},
+)
+async def report_page(token: str, request: Request) -> HTMLResponse:
+    """The full report behind a card's link, while its token is valid; 404 (a plain page) otherwise."""
+    state = _state(request)
+    html = None
+    if _TOKEN.fullmatch(token):
+        html = await run_in_threadpool(state.alerts.load_report, token, datetime.now(UTC))
+    if html is None:
+        return HTMLResponse(expired_html(), status_code=404, headers=PAGE_HEADERS)
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 @router.get("/health")  # open: liveness only, no data

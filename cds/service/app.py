@@ -26,7 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from cds.config import Settings
+from cds.config import DEFAULT_PORT, Settings
 from cds.engine import units
 from cds.fhir.gateway import FhirGateway
 from cds.service.api import router
@@ -194,7 +194,9 @@ def prepare_process() -> None:
     gc.freeze()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, settings: Settings | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, workers: int = 1, settings: Settings | None = None
+) -> None:
     """Run the service with uvicorn (blocking). ``cds serve [--host] [--port] [--workers]`` calls this.
 
     With ``workers > 1`` uvicorn starts that many worker processes sharing the listening socket,

@@ -4,7 +4,9 @@
 builds a ``patient-view`` request for a fixture patient (default ``fixtures/patients/base-candidate.json``)
 with prefetch built from that bundle the way an EHR would fill the discovery templates (the Patient
 resource, one searchset Bundle per search template, Observations filtered to the template's codes),
-POSTs it over HTTP, and prints the request summary and the card (summary and markdown detail).
+POSTs it over HTTP, and prints the request summary and the card rendered for a terminal (``rich``:
+the markdown detail as formatted text, not raw markdown), or, when there is no card, why (the
+deciding criteria, from the same engine run locally on the bundle).
 
 ``write_examples()`` writes a deterministic request/response pair to ``cds/service/examples/``
 (fixed hook instance, fixed card uuids, fixed as-of date) for the README.
@@ -32,6 +34,7 @@ from typing import Any
 import httpx
 
 from cds.config import Settings
+from cds.service.alerts import GATE_QUERIES
 from cds.service.prefetch import PrefetchQuery, queries_for
 from cds.service.state import SERVICE_ID, default_trial
 
@@ -41,7 +44,7 @@ DEFAULT_PATIENT = PATIENTS_DIR / "base-candidate.json"
 EXAMPLES_DIR = Path(__file__).with_name("examples")
 FIXTURES_AS_OF = date(2026, 11, 1)  # every fixture date is relative to this day
 EXAMPLE_HOOK_INSTANCE = "5b8f3c1e-2d4a-4f6b-9c7e-1a2b3c4d5e6f"
-EXAMPLE_FHIR_SERVER = "http://localhost:8080/fhir"
+EXAMPLE_FHIR_SERVER = "http://127.0.0.1:8090/fhir"  # the HAPI server of `cds sandbox`
 
 
 def load_bundle(path: Path) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def build_request(
 ) -> dict[str, Any]:
     """A patient-view request with full prefetch for the bundle's patient."""
     patient_id = bundle_patient_id(bundle)
-    queries = queries_for(default_trial())
+    queries = (*queries_for(default_trial()), *GATE_QUERIES)
     request: dict[str, Any] = {
         "hook": "patient-view",
         "hookInstance": hook_instance or str(uuid.uuid4()),
@@ -128,6 +131,37 @@ def _out(text: object = "") -> None:
     sys.stdout.write(f"{text}\n")
 
 
+def print_card(card: Mapping[str, Any]) -> None:
+    """A card as a terminal shows it: a panel titled with the summary, the detail rendered, the links."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console = Console(file=sys.stdout, width=min(100, Console().width), highlight=False)
+    console.print(Text(f"[{card['indicator']}] {card['summary']}", style="bold"), soft_wrap=True)
+    console.print(Panel(Markdown(str(card.get("detail", "")) or "(no detail)")))
+    for link in card.get("links", []):
+        console.print(Text(f"  link: {link['label']}: {link['url']}"), soft_wrap=True)
+    for suggestion in card.get("suggestions", []):
+        console.print(Text(f"  suggestion: {suggestion['label']}"), soft_wrap=True)
+
+
+def why_no_card(bundle: Mapping[str, Any], as_of: date) -> str:
+    """The deciding criteria for a patient who got no card (the engine, run here on the same bundle)."""
+    from cards.render import no_card_reason
+    from cds.engine import evaluate
+
+    resources = [e["resource"] for e in bundle.get("entry", []) if isinstance(e, Mapping) and "resource" in e]
+    searched = {str(r.get("resourceType")) for r in resources} | {q.resource_type for q in queries_for(default_trial())}
+    report = evaluate(resources, patient_id=bundle_patient_id(bundle), as_of=as_of, searched=searched)
+    lines = [f"No card: {no_card_reason(report)}."]
+    for result in report.criteria:
+        if result.fails:
+            lines.append(f"  - {result.title or result.id}: {result.reason}")
+    return "\n".join(lines)
+
+
 def _err(text: str) -> None:
     sys.stderr.write(f"{text}\n")
 
@@ -153,7 +187,8 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
         candidates = sorted(PATIENTS_DIR.glob("*.json"))
         path = candidates[0] if candidates else path
     try:
-        request = build_request(load_bundle(path))
+        bundle = load_bundle(path)
+        request = build_request(bundle)
     except (OSError, ValueError) as exc:
         _err(f"demo: cannot use {path}: {exc}")
         return 2
@@ -176,7 +211,7 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         try:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 60  # a loaded machine starts slowly
             while not server.started:
                 if not thread.is_alive() or time.monotonic() > deadline:
                     _err("demo: the service did not start")
@@ -195,10 +230,10 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
                 return 1
             cards = response.json().get("cards", [])
             if not cards:
-                _out("No card (the patient is not a candidate).")
+                _out(why_no_card(bundle, settings.as_of or FIXTURES_AS_OF))
             for card in cards:
-                _out(f"\n[{card['indicator']}] {card['summary']}\n")
-                _out(card.get("detail", ""))
+                _out()
+                print_card(card)
             return 0
         finally:
             server.should_exit = True
@@ -216,6 +251,7 @@ async def _example_response(request: dict[str, Any], settings: Settings) -> dict
     from cds.service.app import create_app
 
     app = create_app(settings, new_uuid=_sequential_uuids("https://nct04582136-cds.example.org/examples"))
+    app.state.cds.new_token = lambda: "example-report-token-0001"  # a fixed link in the committed example
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cds.example") as client:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from sqlalchemy import JSON, DateTime, Integer, String, select
+from sqlalchemy import JSON, DateTime, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cards.codes import OVERRIDE_REASON_DISPLAY, OVERRIDE_REASON_SYSTEM
@@ -186,6 +186,12 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
     return [_parse_item(i, item) for i, item in enumerate(items)]
 
 
+@dataclass(frozen=True, slots=True)
+class FeedbackPage:
+    rows: list[dict[str, Any]]
+    total: int
+
+
 class FeedbackStore:
     """Durable feedback storage. Synchronous: call it from a thread pool in async code."""
 
@@ -211,10 +217,21 @@ class FeedbackStore:
             )
         return len(items)
 
-    def list(self, service_id: str, *, card: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        query = select(FeedbackRow).where(FeedbackRow.service_id == service_id)
+    def page(self, service_id: str, *, card: str | None = None, limit: int = 100, offset: int = 0) -> FeedbackPage:
+        """One page of stored feedback, oldest first, with the total count (no silent cut-off)."""
+        where = [FeedbackRow.service_id == service_id]
         if card is not None:
-            query = query.where(FeedbackRow.card == card)
-        query = query.order_by(FeedbackRow.id).limit(limit)
+            where.append(FeedbackRow.card == card)
+        query = select(FeedbackRow).where(*where).order_by(FeedbackRow.id).limit(limit).offset(offset)
         with Session(self.engine) as session:
-            return [row.to_json() for row in session.scalars(query)]
+            total = session.scalar(select(func.count()).select_from(FeedbackRow).where(*where)) or 0
+            return FeedbackPage([row.to_json() for row in session.scalars(query)], total)
+
+    def list(self, service_id: str, *, card: str | None = None) -> list[dict[str, Any]]:
+        """Every stored item (all pages)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = self.page(service_id, card=card, limit=1000, offset=len(rows))
+            rows.extend(page.rows)
+            if not page.rows or len(rows) >= page.total:
+                return rows

@@ -3,6 +3,7 @@ engine and the per-process concurrency limits."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from cds.config import Settings
 from cds.engine.model import Report
 from cds.fhir.gateway import FhirGateway
 from cds.fhir.urls import UrlAllowList
+from cds.service.alerts import GATE_QUERIES, AlertPolicy, AlertStore
 from cds.service.auth import JwtAuthenticator
 from cds.service.feedback import FeedbackStore
 from cds.service.limits import EngineRunner, Slots
@@ -86,6 +88,10 @@ def random_uuid() -> str:
     return str(uuid.uuid4())
 
 
+def new_report_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
 @dataclass
 class ServiceState:
     settings: Settings
@@ -100,8 +106,25 @@ class ServiceState:
     authenticator: JwtAuthenticator | None = None  # None: authentication off (demo, tests)
     queries: tuple[PrefetchQuery, ...] = field(default=())
     fhir_allowed: UrlAllowList = field(init=False)
+    # Alert fatigue (snooze, referral, opt-out) and report pages; on the feedback store's database.
+    alerts: AlertStore = field(init=False)
+    gate_queries: tuple[PrefetchQuery, ...] = GATE_QUERIES
+    new_token: Callable[[], str] = new_report_token  # the opaque token of a report page URL
 
     def __post_init__(self) -> None:
         if not self.queries:
             self.queries = queries_for(self.trial)  # what the criteria declare they read
         self.fhir_allowed = UrlAllowList(self.settings.fhir_allowed_servers)
+        self.alerts = alert_store(self.settings, self.store)
+
+
+def alert_store(settings: Settings, store: FeedbackStore) -> AlertStore:
+    policy = AlertPolicy(
+        snooze_days=settings.alert_snooze_days,
+        snooze_days_by_reason=dict(settings.alert_snooze_days_by_reason),
+        referral_quiet_days=settings.alert_referral_quiet_days,
+        card_issue_days=settings.alert_card_issue_days,
+        report_link_seconds=settings.report_link_seconds,
+    )
+    secret = settings.alert_key_secret.get_secret_value() if settings.alert_key_secret else None
+    return AlertStore(store.engine, policy, secret)

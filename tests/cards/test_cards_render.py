@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
-from report_builders import AGE, C3, EXCLUDED, LIKELY, POSSIBLE, SLEDAI, TRIAL, Evidence, criterion, report
+from report_builders import AGE, C3, EXCLUDED, LIKELY, POSSIBLE, SLEDAI, TRIAL, criterion, report
 
 from cards.codes import OVERRIDE_REASON_SYSTEM, REPORT_EXTENSION_KEY, TOPIC
 from cards.models import SUMMARY_MAX, Card, CdsResponse
-from cards.render import render_cards
-from cds.engine.model import Status, Verdict
+from cards.render import DETAIL_MAX, ReportLink, render_cards
+from cds.engine.model import Kind, Status, Verdict
 
 
 def _walk_no_empty(value: Any, path: str = "card") -> None:
@@ -54,7 +54,7 @@ def test_summary_says_possible_candidate_never_eligible_and_no_phi() -> None:
         assert "eligible" not in summary.lower()
         for phi in ("p1", "Patient/", "1990", "age", "C3", "0.8"):
             assert phi not in summary
-    assert "1 criterion to verify" in _card(POSSIBLE).summary
+    assert _card(POSSIBLE).summary.endswith(": 1 to verify")
     assert "all checkable criteria met" in _card(LIKELY).summary
 
 
@@ -63,8 +63,8 @@ def test_incomplete_report_says_so_in_summary_and_detail() -> None:
     assert card.summary.lower().startswith("possible candidate — data incomplete")
     assert card.detail is not None
     assert "Data incomplete" in card.detail
-    assert "MedicationStatement" in card.detail
-    assert "Procedure" in card.detail
+    assert "medication statements" in card.detail
+    assert "procedures" in card.detail
     assert "data incomplete" not in _card(POSSIBLE).summary
 
 
@@ -79,49 +79,78 @@ def test_long_trial_titles_keep_the_summary_short() -> None:
     assert "NCT04582136" in card.summary
 
 
-def test_detail_table_lists_met_and_to_verify_with_values_and_dates() -> None:
+def test_detail_is_a_verdict_line_then_at_most_five_bullets_most_decisive_first() -> None:
     detail = _card(POSSIBLE).detail
     assert detail is not None
-    assert "| Result | Criterion | Finding | Evidence |" in detail
-    lines = detail.splitlines()
-    c3 = next(line for line in lines if "inc-serology" in line)
-    assert c3.startswith("| ✅ Met")
-    assert "0.8 g/L" in c3
-    assert "2026-10-20" in c3
-    assert "recorded as 80 mg/dL" in c3
-    assert "lower limit of normal assumed" in c3
-    sledai = next(line for line in lines if "inc-sledai" in line)
-    assert sledai.startswith("| ❓ To verify")
+    line, bullets = detail.split("\n\n")
+    assert line.startswith("**Possible candidate: 1 to verify.**")
+    items = bullets.splitlines()
+    assert 1 <= len(items) <= 5
+    assert all(item.startswith("- ") for item in items)
+    assert items[0].startswith("- **To verify (1):** Clinical SLEDAI-2K >= 4 (no SLEDAI-2K recorded)")
     excluded = _card(EXCLUDED, show_excluded=True).detail or ""
-    assert next(line for line in excluded.splitlines() if "inc-age" in line).startswith("| ❌ Not met")
-    # to verify rows come first
-    rows = [line for line in lines if line.startswith("| ") and "Result" not in line]
-    assert rows[0].startswith("| ❓")
+    assert excluded.split("\n\n")[1].startswith("- **Against (1):** Age 18-65")
+    assert "|" not in detail, "no table: the full table is on the report page"
 
 
-def test_text_from_data_is_markdown_escaped() -> None:
+def test_detail_names_criteria_by_title_never_by_internal_id_or_code_system_uri() -> None:
+    for rep in (POSSIBLE, LIKELY, EXCLUDED):
+        detail = _card(rep, show_excluded=True).detail or ""
+        assert not re.search(r"\b(inc|exc)-[a-z]", detail), detail
+        assert "://" not in detail
+        assert "investigator" not in detail.lower(), "the always-open judgment criterion is not a to-verify item"
+
+
+def test_summary_and_detail_count_the_same_criteria_to_verify() -> None:
+    open_items = [criterion(f"inc-{i}", Status.UNKNOWN, title=f"T{i}") for i in range(7)]
+    rep = report(AGE, *open_items)
+    card = _card(rep)
+    assert card.summary.endswith(": 7 to verify")
+    assert "**Possible candidate: 7 to verify.**" in (card.detail or "")
+    assert "**To verify (7):**" in (card.detail or "")
+
+
+def test_text_from_data_is_markdown_escaped_and_link_free() -> None:
     nasty = criterion(
         "inc-x",
         Status.UNKNOWN,
         title="T",
-        reason="a|b *bold* [link](http://x) <script>",
-        evidence=(Evidence("Observation/o", "desc|with\nnewline", value="<1", unit="_u_", date="2026-01-01"),),
+        reason="a|b *bold* [link](http://x.example) <script>",
     )
-    detail = _card(report(AGE, nasty)).detail or ""
-    row = next(line for line in detail.splitlines() if "inc-x" in line)
-    assert row.count(" | ") == 3  # 4 cells: no pipe from data splits the row
-    assert r"a\|b \*bold\* \[link\](http\:/\/x) \<script>" in row
-    assert r"desc\|with newline: \<1 \_u\_" in row
+    hosts = criterion("inc-y", Status.UNKNOWN, title="U", reason="www.evil.example me@evil.example")
+    detail = _card(report(AGE, nasty, hosts)).detail or ""
+    assert r"a\|b \*bold\* \[link\](http\[:\]/\[/\]x\[.\]example) \<script>" in detail
+    assert r"www\[.\]evil\[.\]example me\[at\]evil\[.\]example" in detail
     assert not re.search(r"(?<!\\)<script", detail)
 
 
-def test_source_topic_is_static_and_links_point_to_the_trial() -> None:
+def test_detail_stays_within_1500_characters_however_much_is_open() -> None:
+    many = [
+        criterion(f"inc-{i}", Status.UNKNOWN, title="A long criterion title " * 3, reason="a long reason " * 20)
+        for i in range(40)
+    ]
+    fails = [
+        criterion(f"exc-{i}", Status.MET, Kind.EXCLUSION, title="Exclusion " * 5, reason="r " * 80) for i in range(9)
+    ]
+    card = _card(report(AGE, *many, *fails), show_excluded=True)
+    assert len(card.detail or "") <= DETAIL_MAX
+    assert "more in the full report" in (card.detail or "")
+
+
+def test_source_topic_is_static_and_links_point_to_the_report_and_the_trial() -> None:
     first, second = _card(POSSIBLE), _card(LIKELY)
     assert first.source.topic == second.source.topic == TOPIC
     assert first.uuid != second.uuid
     assert first.source.url == TRIAL.url
     assert first.links is not None
-    assert [(link.url, link.type) for link in first.links] == [(TRIAL.url, "absolute")]
+    assert [(link.url, link.type, link.autoLaunchable) for link in first.links] == [(TRIAL.url, "absolute", False)]
+    page = ReportLink("https://cds.example/report/tok", "smart")
+    linked = render_cards(POSSIBLE, TRIAL, report_link=page)[0]
+    assert linked.links is not None
+    assert [(link.url, link.type) for link in linked.links] == [(page.url, "smart"), (TRIAL.url, "absolute")]
+    for link in linked.to_json()["links"]:
+        assert link["autoLaunchable"] is False
+        assert link["autolaunchable"] is False  # the 2.0 spelling too
 
 
 def test_override_reasons_are_our_codings_with_display() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from cds.config import Settings
+from cds.service.alerts import GATE_QUERIES
 from cds.service.app import create_app
 from cds.service.prefetch import queries_for
 from cds.trials.nct04582136 import TRIAL
@@ -22,6 +23,7 @@ AS_OF = date(2026, 11, 1)
 SERVICE = "/cds-services/nct04582136-prescreen"
 SNOMED = "http://snomed.info/sct"
 SEARCH_KEYS = {q.key: q.resource_type for q in queries_for(TRIAL) if not q.read}  # prefetch key -> type
+GATE_KEYS = {q.key: q.resource_type for q in GATE_QUERIES}  # Consent, ResearchSubject, referral ServiceRequest
 
 
 def patient(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:
@@ -66,7 +68,7 @@ def observation(pid: str = PID, oid: str = "obs-1", loinc: str = "6690-2", value
 
 def full_prefetch(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:
     prefetch: dict[str, Any] = {"patient": patient(pid, birth)}
-    for key in SEARCH_KEYS:
+    for key in (*SEARCH_KEYS, *GATE_KEYS):
         prefetch[key] = searchset()
     prefetch["conditions"] = searchset([sle_condition(pid)])
     return prefetch

@@ -66,6 +66,7 @@ def test_the_schema_documents_every_route_and_its_errors() -> None:
         "/cds-services/{service_id}/feedback",
         "/health",
         "/ready",
+        "/report/{token}",  # the card's full report page (HTML; its random token is the credential)
     }
     hook = paths["/cds-services/{service_id}"]["post"]
     assert hook["requestBody"]["content"]["application/json"]["schema"]["required"] == [

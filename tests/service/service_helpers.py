@@ -8,6 +8,7 @@ from typing import Any
 from cds.engine import evaluate
 from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
+from cds.service.alerts import GATE_QUERIES
 from cds.service.prefetch import queries_for
 from cds.trials.nct04582136 import TRIAL
 from tests.fhir_json import searchset
@@ -21,6 +22,7 @@ SERVICE = "/cds-services/nct04582136-prescreen"
 SNOMED = "http://snomed.info/sct"
 ENGINE_TYPES = READ_TYPES
 SEARCH_KEYS = {q.key: q.resource_type for q in queries_for(TRIAL) if not q.read}  # prefetch key -> type
+GATE_KEYS = {q.key: q.resource_type for q in GATE_QUERIES}  # Consent, ResearchSubject, referral ServiceRequest
 
 
 def patient(pid: str = PID, birth: str = "1990-04-01") -> dict[str, Any]:
@@ -66,7 +68,7 @@ def outcome_resource(text: str = "warning") -> dict[str, Any]:
 
 def full_prefetch(pid: str = PID) -> dict[str, Any]:
     prefetch: dict[str, Any] = {"patient": patient(pid)}
-    for key in SEARCH_KEYS:
+    for key in (*SEARCH_KEYS, *GATE_KEYS):
         prefetch[key] = searchset()
     prefetch["conditions"] = searchset([sle_condition(pid)])
     return prefetch

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from cds.service.alerts import GATE_QUERIES
 from cds.service.demo import (
     DEFAULT_PATIENT,
     EXAMPLES_DIR,
@@ -29,12 +30,17 @@ def test_run_demo_posts_over_real_http_and_prints_the_card(capsys: pytest.Captur
     assert "observations: Bundle with" in out
     assert "HTTP 200" in out
     assert "[info] Possible candidate" in out
-    assert "| Result | Criterion | Finding | Evidence |" in out
+    assert "SLE coded since 2022-03-15" in out  # the detail rendered for a terminal...
+    assert "**" not in out  # ...not raw markdown
+    assert "\\[" not in out
+    assert "link: Full prescreen report (criteria and evidence): http://127.0.0.1:" in out
 
 
 def test_run_demo_with_an_excluded_patient(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_demo(DEFAULT_PATIENT.with_name("var-age-66.json")) == 0
-    assert "No card" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No card: not a candidate: Age 18-65" in out  # says why: the deciding criterion
+    assert "age 66 is outside 18-65" in out
 
 
 def test_run_demo_with_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,7 +56,8 @@ def test_request_prefetch_has_the_patient_and_one_searchset_per_template() -> No
     assert prefetch["patient"]["resourceType"] == "Patient"
     assert prefetch["patient"]["id"] == request["context"]["patientId"]
     searchsets = {k: v for k, v in prefetch.items() if k != "patient"}
-    assert set(searchsets) == {q.key for q in queries_for(TRIAL) if not q.read}
+    gate = {q.key for q in GATE_QUERIES}  # Consent, ResearchSubject, referral ServiceRequest
+    assert set(searchsets) == {q.key for q in queries_for(TRIAL) if not q.read} | gate
     assert "observationsByCategory" in searchsets  # the SLEDAI-2K total recognised by text
     assert all(v["resourceType"] == "Bundle" and v["type"] == "searchset" for v in searchsets.values())
     assert len(prefetch["observations"]["entry"]) > 0

@@ -40,7 +40,7 @@ async def test_prefetch_templates_cover_every_engine_type_within_the_query_subse
         match = READ.match(template) or SEARCH.match(template)
         assert match, f"{key}: {template} is outside the recommended query subset"
         types[match["type"]] = template
-    assert set(types) == set(ENGINE_TYPES)
+    assert set(types) == {*ENGINE_TYPES, "Consent", "ResearchSubject", "ServiceRequest"}  # + the alert gate
     assert READ.match(types["Patient"])
     assert types["Condition"] == "Condition?patient={{context.patientId}}"
 

@@ -135,3 +135,34 @@ async def test_malformed_feedback_json_is_400(client: httpx.AsyncClient) -> None
     response = await client.post(FEEDBACK, content=b"{oops")
     assert response.status_code == 400
     assert response.json()["issue"][0]["code"] == "invalid"
+
+
+async def test_feedback_listing_pages_past_1000_rows_with_a_total(client: httpx.AsyncClient) -> None:
+    """Regression: GET .../feedback silently stopped at the oldest 1,000 rows."""
+    for batch in range(2):
+        items = [{"card": f"card-{batch}-{i:04d}", "outcome": "overridden"} for i in range(1000 if batch == 0 else 205)]
+        assert (await client.post(FEEDBACK, json={"feedback": items})).json() == {"stored": len(items)}
+    first = (await client.get(FEEDBACK)).json()
+    assert first["total"] == 1205
+    assert len(first["feedback"]) == first["limit"] == 100
+    assert first["next"] == 100
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = (await client.get(FEEDBACK, params={"limit": 1000, "offset": offset})).json()
+        seen.extend(row["card"] for row in page["feedback"])
+        offset = page.get("next")
+    assert len(seen) == len(set(seen)) == 1205
+    assert seen[-1] == "card-1-0204"
+    last = (await client.get(FEEDBACK, params={"limit": 10, "offset": 1200})).json()
+    assert [row["card"] for row in last["feedback"]] == [f"card-1-{i:04d}" for i in range(200, 205)]
+    assert "next" not in last
+    one = (await client.get(FEEDBACK, params={"card": "card-0-0007"})).json()
+    assert one["total"] == 1
+
+
+@pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"offset": "-1"}])
+async def test_bad_feedback_paging_parameters_are_400(client: httpx.AsyncClient, params: dict[str, str]) -> None:
+    response = await client.get(FEEDBACK, params=params)
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -12,6 +12,7 @@ import pytest
 import respx
 from service_helpers import (
     FHIR,
+    GATE_KEYS,
     PID,
     SEARCH_KEYS,
     SERVICE,
@@ -29,7 +30,8 @@ from service_helpers import (
 from cards.codes import REPORT_EXTENSION_KEY
 from cds.config import Settings
 
-ALL_TYPES = {"Patient", *SEARCH_KEYS.values()}
+ALL_TYPES = {"Patient", *SEARCH_KEYS.values()}  # what the engine reads
+FETCHED_TYPES = {*ALL_TYPES, *GATE_KEYS.values()}  # plus the alert gate (opt-out Consent, study referral...)
 
 
 class FakeFhir:
@@ -42,7 +44,7 @@ class FakeFhir:
         self.max_in_flight = 0
         self.delay = 0.02
         mock.get(f"{FHIR}/Patient/{PID}").mock(side_effect=self._read)
-        for rtype in SEARCH_KEYS.values():
+        for rtype in (*SEARCH_KEYS.values(), *GATE_KEYS.values()):
             mock.get(f"{FHIR}/{rtype}").mock(side_effect=self._search)
 
     async def _enter(self, request: httpx.Request) -> None:
@@ -87,13 +89,13 @@ async def test_no_prefetch_fetches_everything_in_parallel_with_the_bearer_token(
     fhir = FakeFhir(respx_mock, {"Procedure": [procedure()]})
     response = await client.post(SERVICE, json=hook_request(None))
     assert response.status_code == 200
-    assert fhir.types_requested() == ALL_TYPES
-    assert len(fhir.requests) == 1 + len(SEARCH_KEYS)  # the read and one search per template
+    assert fhir.types_requested() == FETCHED_TYPES
+    assert len(fhir.requests) == 1 + len(SEARCH_KEYS) + len(GATE_KEYS)  # the read and one search per template
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in fhir.requests)
-    assert fhir.max_in_flight == 1 + len(SEARCH_KEYS), "the FHIR reads must run concurrently"
+    assert fhir.max_in_flight == len(fhir.requests), "the FHIR reads must run concurrently"
     searches = [r for r in fhir.requests if "patient" in r.url.params]
     assert all(r.url.params["patient"] == PID for r in searches)
-    assert len(searches) == len(SEARCH_KEYS)
+    assert len(searches) == len(SEARCH_KEYS) + len(GATE_KEYS)
     observation = next(r for r in fhir.requests if r.url.path.endswith("/Observation") and "code" in r.url.params)
     assert "http://loinc.org|4485-9" in observation.url.params["code"].split(",")
     assert observation.url.params["_count"] == "200"
@@ -198,7 +200,7 @@ async def test_paging_is_bounded_and_marks_the_type_incomplete(
     assert engine.last["incomplete"] == ("Procedure",)
     card = response.json()["cards"][0]
     assert "data incomplete" in card["summary"]
-    assert "Procedure" in card["detail"]
+    assert "could not read procedures" in card["detail"]  # clinician wording (TYPE_LABELS)
 
 
 async def test_next_link_to_another_host_is_not_followed(
@@ -314,7 +316,7 @@ async def test_optional_type_failure_gives_an_incomplete_card(
     assert "MedicationStatement" not in engine.last["searched"]
     card = response.json()["cards"][0]
     assert "possible candidate — data incomplete" in card["summary"].lower()
-    assert "MedicationStatement" in card["detail"]
+    assert "medication statements" in card["detail"]
     assert card["extension"][REPORT_EXTENSION_KEY]["incomplete"] == ["MedicationStatement"]
 
 

@@ -131,7 +131,7 @@ async def test_excluded_card_setting_shows_a_quiet_card(
     assert card.indicator == "info"
     assert card.summary.lower().startswith("not a candidate")
     assert card.suggestions is None
-    assert "❌ Not met" in (card.detail or "")
+    assert "**Against (1):** Age 18-65" in (card.detail or "")  # the deciding criterion, first
 
 
 async def test_every_response_card_validates_against_the_card_models(client: httpx.AsyncClient) -> None:

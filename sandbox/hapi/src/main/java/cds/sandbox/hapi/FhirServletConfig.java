@@ -11,12 +11,17 @@ import ca.uhn.fhir.narrative2.NullNarrativeGenerator;
 import ca.uhn.fhir.rest.api.EncodingEnum;
 import ca.uhn.fhir.rest.server.HardcodedServerAddressStrategy;
 import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.interceptor.CorsInterceptor;
 import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
 import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
+import org.springframework.web.cors.CorsConfiguration;
+
+import java.util.Arrays;
+import java.util.List;
 
 /** The FHIR REST endpoint: a HAPI {@link RestfulServer} servlet mounted at /fhir/*. */
 @Configuration
@@ -33,7 +38,8 @@ public class FhirServletConfig {
 			IValidationSupport validationSupport,
 			@Value("${hapi.sandbox.port}") int port,
 			@Value("${hapi.sandbox.default-page-size}") int defaultPageSize,
-			@Value("${hapi.sandbox.max-page-size}") int maxPageSize) {
+			@Value("${hapi.sandbox.max-page-size}") int maxPageSize,
+			@Value("${hapi.sandbox.cors-origins}") String corsOrigins) {
 		FhirContext ctx = systemDao.getContext();
 		// No generated narratives in responses (as on a default HAPI starter server).
 		ctx.setNarrativeGenerator(new NullNarrativeGenerator());
@@ -55,6 +61,16 @@ public class FhirServletConfig {
 		pagingProvider.setMaximumPageSize(maxPageSize);
 		server.setPagingProvider(pagingProvider);
 
+		// Browser apps on the developer's machine (the CDS Hooks sandbox, SMART apps) read this
+		// server directly: answer CORS preflights and add CORS headers for the allowed origins.
+		List<String> origins = Arrays.stream(corsOrigins.split(","))
+				.map(String::trim)
+				.filter(origin -> !origin.isEmpty())
+				.toList();
+		if (!origins.isEmpty()) {
+			server.registerInterceptor(new CorsInterceptor(corsConfiguration(origins)));
+		}
+
 		server.setDefaultResponseEncoding(EncodingEnum.JSON);
 		server.setDefaultPrettyPrint(false);
 		// Absolute links (Bundle.link next/self, Location headers) always use this base, so clients
@@ -65,5 +81,19 @@ public class FhirServletConfig {
 		registration.setName("fhirServlet");
 		registration.setLoadOnStartup(1);
 		return registration;
+	}
+
+	/** CORS for the given origin patterns: FHIR reads and writes, the headers FHIR clients send. */
+	static CorsConfiguration corsConfiguration(List<String> originPatterns) {
+		CorsConfiguration config = new CorsConfiguration();
+		config.setAllowedOriginPatterns(originPatterns);
+		config.setAllowedMethods(List.of("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"));
+		config.setAllowedHeaders(List.of(
+				"Accept", "Authorization", "Cache-Control", "Content-Type", "If-Match", "If-None-Exist",
+				"If-None-Match", "Prefer", "X-Requested-With", "Origin"));
+		config.setExposedHeaders(List.of("Location", "Content-Location", "ETag", "Last-Modified"));
+		config.setAllowCredentials(false);
+		config.setMaxAge(600L);
+		return config;
 	}
 }

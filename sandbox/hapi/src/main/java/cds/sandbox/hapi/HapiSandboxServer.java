@@ -37,6 +37,9 @@ import org.springframework.core.env.Environment;
  *   <li>{@code hapi.sandbox.max-page-size} [HAPI_SANDBOX_MAX_PAGE_SIZE], default 500.
  *   <li>{@code hapi.sandbox.jdbc-url} [HAPI_SANDBOX_JDBC_URL], default an in-memory H2 database;
  *       an H2 file URL ({@code jdbc:h2:file:/path/db}) keeps big data sets off the Java heap.
+ *   <li>{@code hapi.sandbox.cors-origins} [HAPI_SANDBOX_CORS_ORIGINS], comma-separated origin
+ *       patterns allowed by CORS (browser apps such as the CDS Hooks sandbox); default localhost and
+ *       127.0.0.1 on any port ({@code http://localhost:[*]}). Empty: no CORS headers.
  *   <li>{@code -Dhapi.sandbox.exitOnStdinEof=true}: exit when standard input reaches end-of-file,
  *       so a server started by a script dies with it (the Python launcher keeps a pipe open).
  * </ul>
@@ -122,6 +125,7 @@ public class HapiSandboxServer {
 		props.put("hapi.sandbox.default-page-size", "50");
 		props.put("hapi.sandbox.max-page-size", "500");
 		props.put("hapi.sandbox.jdbc-url", "jdbc:h2:mem:hapi_sandbox;DB_CLOSE_DELAY=-1");
+		props.put("hapi.sandbox.cors-origins", "http://localhost:[*],http://127.0.0.1:[*]");
 		// Loopback only: this is a development sandbox with no security at all.
 		props.put("server.address", "127.0.0.1");
 		props.put("server.port", "${hapi.sandbox.port}");
