@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         figures: dict[str, Any] = {}
         for workers in (1, 2):
             with LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
             ) as cluster:
                 addr = cluster.scheduler_address
                 screen_phase(parts[:1], job, addr)  # warm-up: imports and unit tables in every worker

@@ -133,7 +133,13 @@ def _add_population_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "--group", type=_fhir_id, default=None, metavar="ID", help="export Group/ID only (Group-level $export)"
     )
-    p.add_argument("--since", type=_since, default=None, metavar="DATE", help="export only resources changed since")
+    p.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="DATE",
+        help="only patients with data changed since DATE (whole records screened)",
+    )
     p.add_argument("--as-of", type=_as_of, default=None, help="evaluation date (default: today)")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.add_argument("--workers", type=_positive, default=1, help="local Dask worker processes (default 1)")

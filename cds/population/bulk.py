@@ -45,13 +45,24 @@ class ExportRequest:
     group: str | None = None
     since: str | None = None  # FHIR instant
     type_filters: tuple[str, ...] = ()  # e.g. "Observation?code=http://loinc.org|1234-5"
+    patients: tuple[str, ...] = ()  # Patient-level export of these patients (POST with Parameters)
 
     @property
     def level(self) -> str:
+        if self.patients:
+            return "Patient"
         return f"Group/{self.group}" if self.group else "system"
 
     def path(self) -> str:
+        if self.patients:
+            return "Patient/$export"
         return f"Group/{self.group}/$export" if self.group else "$export"
+
+    def parameters(self) -> dict[str, Any]:
+        """The kick-off as a FHIR Parameters resource (for POST)."""
+        params: list[dict[str, Any]] = [{"name": n, "valueString": v} for n, v in self.params()]
+        params.extend({"name": "patient", "valueReference": {"reference": f"Patient/{p}"}} for p in self.patients)
+        return {"resourceType": "Parameters", "parameter": params}
 
     def params(self) -> tuple[tuple[str, str], ...]:
         out = [("_outputFormat", NDJSON), ("_type", ",".join(self.types))]
@@ -222,9 +233,10 @@ class BulkExportClient:
             if not isinstance(rest, Mapping) or rest.get("mode", "server") != "server":
                 continue
             places: list[Any] = []
-            if request.group:
+            if request.group or request.patients:
+                level = "Patient" if request.patients else "Group"
                 for res in rest.get("resource") or []:
-                    if isinstance(res, Mapping) and res.get("type") == "Group":
+                    if isinstance(res, Mapping) and res.get("type") == level:
                         places.extend(res.get("operation") or [])
             else:
                 places.extend(rest.get("operation") or [])
@@ -261,7 +273,11 @@ class BulkExportClient:
         """Start the export; returns the absolute status URL."""
         headers = {"Accept": FHIR_JSON, "Prefer": "respond-async"}
         try:
-            r = self.http.get(self._url(request.path()), params=request.params(), headers=headers)
+            if request.patients:
+                headers["Content-Type"] = FHIR_JSON
+                r = self.http.post(self._url(request.path()), json=request.parameters(), headers=headers)
+            else:
+                r = self.http.get(self._url(request.path()), params=request.params(), headers=headers)
         except httpx.HTTPError as err:
             raise FhirServerError(
                 f"bulk export kick-off failed: FHIR server unreachable ({type(err).__name__})"
@@ -361,7 +377,12 @@ class BulkExportClient:
 
 
 def _unsupported(request: ExportRequest) -> str:
-    where = f"Group-level `[base]/Group/{request.group}/$export`" if request.group else "system-level `[base]/$export`"
+    if request.patients:
+        where = "Patient-level `[base]/Patient/$export`"
+    elif request.group:
+        where = f"Group-level `[base]/Group/{request.group}/$export`"
+    else:
+        where = "system-level `[base]/$export`"
     return f"the FHIR server does not support FHIR Bulk Data export: no {where} operation"
 
 

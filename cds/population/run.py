@@ -16,6 +16,7 @@ status is 1.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,7 +37,7 @@ from cds.config import Settings
 from cds.engine.record import AUX_TYPES
 from cds.errors import CdsError, FhirServerError
 from cds.population.bulk import BulkExportClient, ExportRequest, Manifest, PollPolicy, operation_outcome_texts
-from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files
+from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files, patient_of
 from cds.population.screening import PartitionResult, ScreenJob, run_partitions
 from cds.population.store import PopulationStore, RunInfo
 
@@ -101,6 +102,10 @@ class RunState:
     export_errors: int = 0
     incomplete: list[str] | None = None
     types: list[str] | None = None
+    # With --since: "changes" (export what changed, to learn which patients changed), then "full"
+    # (a Patient-level export of those patients' whole records, which is what is screened).
+    phase: str = "full"
+    changed: list[str] | None = None
 
     def save(self, directory: Path) -> None:
         tmp = directory / "state.json.part"
@@ -190,6 +195,7 @@ class PopulationRun:
         directory = self.root / run_id
         directory.mkdir(parents=True)
         state = RunState(run_id=run_id, key=key, params=params, started_at=now.isoformat())
+        state.phase = "changes" if self.opts.since else "full"
         state.save(directory)
         self.console.print(f"run {run_id}")
         return directory, state
@@ -198,15 +204,20 @@ class PopulationRun:
 
     def _kick_off(self, directory: Path, state: RunState) -> None:
         types, filters = export_plan(self.trial)
-        if self.opts.group:
-            # Group (and Patient) level exports carry only patient-compartment types; shared
+        if self._compartment_only():
+            # Group and Patient level exports carry only patient-compartment types; shared
             # Medications are read afterwards by id (`_fetch_medications`).
             types = tuple(t for t in types if t not in AUX_TYPES)
-        request = ExportRequest(types=types, group=self.opts.group, since=self.opts.since)
+        if state.phase == "changes":
+            request = ExportRequest(types=types, group=self.opts.group, since=self.opts.since)
+        elif self.opts.since:
+            request = ExportRequest(types=types, patients=tuple(state.changed or ()))
+        else:
+            request = ExportRequest(types=types, group=self.opts.group)
         capability = self.client.capability()
         operation = self.client.export_operation(capability, request)
         if self.opts.type_filter and filters and self.client.supports_type_filter(operation):
-            request = ExportRequest(types=types, group=self.opts.group, since=self.opts.since, type_filters=filters)
+            request = dataclasses.replace(request, type_filters=filters)
         state.status_url = self.client.kick_off(request)
         state.types = list(types)
         state.stage = "kicked-off"
@@ -252,7 +263,7 @@ class PopulationRun:
             self.console.print(f"[bold red]the export reported {len(texts)} error(s):[/]")
             for t in texts:
                 self.console.print(f"  - {t}", markup=False)
-        if self.opts.group and not (files / MEDICATION_FETCH_FILE).exists():
+        if self._compartment_only() and state.phase == "full" and not (files / MEDICATION_FETCH_FILE).exists():
             self._fetch_medications(files)
         exported = state.types or []
         state.export_errors = len(texts) if manifest.error else 0
@@ -289,7 +300,7 @@ class PopulationRun:
         summary = partition_files(files, parts_dir, k)
         if summary.unassigned:
             self.console.print(f"warning: {summary.unassigned} exported resource(s) name no patient (not screened)")
-        searched = frozenset({*(state.types or []), "Patient", *(AUX_TYPES if self.opts.group else ())})
+        searched = frozenset({*(state.types or []), "Patient", *(AUX_TYPES if self._compartment_only() else ())})
         job = ScreenJob(
             as_of=self.as_of,
             searched=searched,
@@ -367,14 +378,45 @@ class PopulationRun:
                 self.out.write(_table_row(report) + "\n")
         return verdicts
 
-    def run(self) -> int:
-        directory, state = self._open_run()
+    def _compartment_only(self) -> bool:
+        return bool(self.opts.group or self.opts.since)
+
+    def _export(self, directory: Path, state: RunState) -> None:
         if not state.at_least("kicked-off"):
             self._kick_off(directory, state)
         if not state.at_least("exported"):
             self._wait(directory, state)
         if not state.at_least("downloaded"):
             self._download(directory, state)
+
+    def _changed_patients(self, directory: Path, state: RunState) -> None:
+        """After the `_since` export: the patients it names; then start over for their full records."""
+        ids: set[str] = set()
+        for path in sorted((directory / "files").glob("*.ndjson")):
+            for _n, _line, data in iter_ndjson(path):
+                pid = patient_of(data) if isinstance(data, dict) else None
+                if pid is not None:
+                    ids.add(pid)
+        self.console.print(f"{len(ids)} patient(s) with changes since {self.opts.since}")
+        shutil.rmtree(directory / "files", ignore_errors=True)
+        shutil.rmtree(directory / "errors", ignore_errors=True)
+        state.changed = sorted(ids)
+        state.phase = "full"
+        state.stage = "new"
+        state.status_url = None
+        state.manifest = None
+        state.save(directory)
+
+    def run(self) -> int:
+        directory, state = self._open_run()
+        if state.phase == "changes":
+            self._export(directory, state)
+            self._changed_patients(directory, state)
+        if state.changed == [] and not state.at_least("screened"):
+            (directory / "files").mkdir(exist_ok=True)  # nothing changed: nothing to export or screen
+            state.types = list(export_plan(self.trial)[0])
+            state.stage = "downloaded"
+        self._export(directory, state)
         if not state.at_least("screened"):
             self._screen(directory, state)
         if self.opts.fmt == "table":

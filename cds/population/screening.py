@@ -84,7 +84,7 @@ def run_partitions(
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: never collide with another cluster
                     silence_logs=40,  # logging.ERROR
                 )
             )

@@ -31,7 +31,7 @@ def scheduler() -> Iterator[str]:
     by the comparison tests."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 
@@ -187,3 +187,74 @@ def test_restart_discards_the_unfinished_run(settings: Settings, scheduler: str)
 def server_manifest(server: FakeBulkServer) -> httpx.Response:
     output = [{"type": t, "url": f"{BASE}/Binary/{t}"} for t in sorted(server.files)]
     return httpx.Response(200, json={"transactionTime": "t", "request": "r", "output": output, "error": []})
+
+
+@respx.mock
+def test_since_screens_the_whole_record_of_each_changed_patient(settings: Settings, scheduler: str) -> None:
+    """`_since` exports only what changed; screening that alone would judge partial records. The
+    changed patients' full records come from a second, Patient-level export."""
+    changed, unchanged = FILES[0], FILES[1]
+    full = ndjson_by_type(bundle_resources([changed]))
+    respx.get(f"{BASE}/metadata").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "resourceType": "CapabilityStatement",
+                "rest": [
+                    {
+                        "mode": "server",
+                        "operation": [{"name": "export"}],
+                        "resource": [{"type": "Patient", "operation": [{"name": "export"}]}],
+                    }
+                ],
+            },
+        )
+    )
+    since_status, full_status = f"{BASE}/status/since", f"{BASE}/status/full"
+    since_kick = respx.get(f"{BASE}/$export").mock(
+        return_value=httpx.Response(202, headers={"Content-Location": since_status})
+    )
+    full_kick = respx.post(f"{BASE}/Patient/$export").mock(
+        return_value=httpx.Response(202, headers={"Content-Location": full_status})
+    )
+    one_condition = next(r for r in bundle_resources([changed]) if r["resourceType"] == "Condition")
+    respx.get(f"{BASE}/Binary/since").mock(return_value=httpx.Response(200, content=json.dumps(one_condition).encode()))
+    respx.get(since_status).mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "transactionTime": "t",
+                "request": "r",
+                "output": [{"type": "Condition", "url": f"{BASE}/Binary/since"}],
+            },
+        )
+    )
+    respx.get(full_status).mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "transactionTime": "t",
+                "request": "r",
+                "output": [{"type": t, "url": f"{BASE}/Binary/full-{t}"} for t in full],
+            },
+        )
+    )
+    for t, body in full.items():
+        respx.get(f"{BASE}/Binary/full-{t}").mock(return_value=httpx.Response(200, content=body))
+    respx.get(f"{BASE}/Medication").mock(
+        return_value=httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset"})
+    )
+
+    code, out, err = run(settings, since="2026-10-01", scheduler=scheduler)
+    assert code == 0, err
+    assert since_kick.calls.last.request.url.params["_since"] == "2026-10-01"
+    body = json.loads(full_kick.calls.last.request.content)
+    patient_id = one_condition["subject"]["reference"].removeprefix("Patient/")
+    assert [p["valueReference"]["reference"] for p in body["parameter"] if p["name"] == "patient"] == [
+        f"Patient/{patient_id}"
+    ]
+    (report,) = [json.loads(line) for line in out.splitlines()]
+    assert report["patient"] == f"Patient/{patient_id}"
+    assert f"Patient/{patient_id}" not in by_patient(screen_lines([unchanged]))
+    (expected,) = screen_lines([changed])
+    assert report["verdict"] == expected["verdict"]
