@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds.config import Settings
 from cds.engine.record import AUX_TYPES
@@ -356,6 +357,9 @@ class PopulationRun:
                 export_errors=state.export_errors,
             )
             stored = store.save_run(info, _result_lines(directory), completed_at=datetime.now(UTC))
+        except SQLAlchemyError as err:
+            # The run stays "screened": running the command again retries the write.
+            raise CdsError(f"database: the run could not be stored ({type(err).__name__})") from None
         finally:
             store.dispose()
         if not stored:
@@ -419,11 +423,11 @@ class PopulationRun:
         self._export(directory, state)
         if not state.at_least("screened"):
             self._screen(directory, state)
+        if not state.at_least("stored"):
+            self._store(directory, state)
         if self.opts.fmt == "table":
             self.out.write(f"{'patient':<40} {'verdict':<20} met not_met unknown  incomplete\n")
         verdicts = self._print(directory)
-        if not state.at_least("stored"):
-            self._store(directory, state)
         summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
         self.console.print(f"run {state.run_id}: {sum(verdicts.values())} patient(s) screened ({summary or 'none'})")
         return 1 if state.export_errors else 0
