@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from cds.cli import screen
 from cds.config import Settings
 from cds.population.run import PopulationOptions, export_plan, run_population, trial_for
 from cds.population.store import PopulationStore
+from cds.sandbox import load_bundles
 
 from .compare import compare_with_screen
 from .fake_bulk import FIXTURES
@@ -74,3 +76,29 @@ def test_group_export_of_the_fixtures_screens_like_cds_screen(
     assert run["patients"] == 102
     verdicts = {f"Patient/{r['patient']}": r["verdict"] for r in store.results(run["id"])}
     assert verdicts == {pid: r["verdict"] for pid, r in expected.items()}
+
+
+def test_since_screens_only_changed_patients_with_their_whole_record(hapi_with_fixtures: str, tmp_path: Path) -> None:
+    """A patient created after T (a copy of a fixture under a new id) is the only one screened with
+    `--since T`, from a Patient-level export of its whole record, with the fixture's verdict."""
+    source = FIXTURES / "base-candidate.json"
+    new_id = f"pop-since-{uuid.uuid4().hex[:12]}"  # new on every run, also against a reused server
+    text = source.read_text(encoding="utf-8").replace("base-candidate", new_id)
+    since = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    copy = tmp_path / f"{new_id}.json"
+    copy.write_text(text, encoding="utf-8")
+    load_bundles(hapi_with_fixtures, [copy])
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        population_dir=str(tmp_path / "runs"),
+        bulk_poll_max_interval=1.0,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    opts = PopulationOptions(fhir_server=hapi_with_fixtures, since=since, as_of=AS_OF, fmt="jsonl")
+    assert run_population(opts, settings, out, err) == 0, err.getvalue()
+    (report,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert report["patient"] == f"Patient/{new_id}"
+    expected = screened()["Patient/base-candidate"]
+    assert report["verdict"] == expected["verdict"]
+    assert [c["status"] for c in report["criteria"]] == [c["status"] for c in expected["criteria"]]
