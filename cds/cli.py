@@ -1,12 +1,13 @@
-"""Command line: `cds screen`, `cds serve`, `cds db`, `cds demo`, `cds sandbox`, `cds criteria`."""
+"""Command line: `cds screen`, `cds population`, `cds serve`, `cds db`, `cds demo`, `cds sandbox`, `cds criteria`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -159,9 +160,86 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sandbox", help="build/start a local HAPI FHIR server and load the fixtures", add_help=False)
 
+    _add_population_parser(sub)
+
     c = sub.add_parser("criteria", help="print the criteria table (markdown) from the trial definition")
     c.add_argument("--check", type=Path, default=None, help="fail if this file does not contain the table")
     return parser
+
+
+def _trial_id(text: str) -> str:
+    from cds.population.run import KNOWN_TRIALS
+
+    if text.strip().lower() not in KNOWN_TRIALS:
+        raise argparse.ArgumentTypeError(f"unknown trial {text!r} (known: {', '.join(KNOWN_TRIALS)})")
+    return text.strip().lower()
+
+
+def _fhir_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"not a FHIR resource id: {text!r}")
+    return text
+
+
+def _since(text: str) -> str:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or instant: {text!r}") from None
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
+def _add_population_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("population", help="export a population with FHIR Bulk Data ($export) and screen every patient")
+    p.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR base URL offering Bulk Data $export")
+    p.add_argument("--trial", type=_trial_id, default="nct04582136", help="trial id (default nct04582136)")
+    p.add_argument(
+        "--group", type=_fhir_id, default=None, metavar="ID", help="export Group/ID only (Group-level $export)"
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="DATE",
+        help="only patients with data changed since DATE (whole records screened)",
+    )
+    p.add_argument("--as-of", type=_as_of, default=None, help="evaluation date (default: today)")
+    p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.add_argument("--workers", type=_positive, default=1, help="local Dask worker processes (default 1)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use this Dask scheduler instead")
+    p.add_argument("--partitions", type=_positive, default=None, help="NDJSON partitions (default: by size)")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run of the same export")
+    p.add_argument("--no-type-filter", action="store_true", help="do not send _typeFilter (export whole types)")
+
+
+def _population(args: argparse.Namespace) -> int:
+    from cds.config import Settings
+    from cds.population.run import PopulationOptions, run_population
+
+    opts = PopulationOptions(
+        fhir_server=args.fhir_server,
+        trial=args.trial,
+        group=args.group,
+        since=args.since,
+        as_of=args.as_of or date.today(),  # the clock is read here, at the edge
+        fmt=args.format,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        restart=args.restart,
+        partitions=args.partitions,
+        type_filter=not args.no_type_filter,
+    )
+    return run_population(opts, Settings(), sys.stdout, sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "screen":
         as_of = args.as_of or date.today()  # the clock is read here, at the edge, never in the engine
         return screen(args.paths, as_of, args.format, sys.stdout, sys.stderr)
+    if args.command == "population":
+        return _population(args)
     if args.command in ("serve", "demo"):
         try:
             settings = load_settings()

@@ -260,6 +260,32 @@ class Settings(BaseSettings):
         description="CDS Hooks link type of the report link: 'absolute', or 'smart' where the EHR launches card "
         "links as SMART apps (it then adds its launch parameters, which the page ignores).",
     )
+    population_dir: str = Field(
+        default="cds-population",
+        description="Directory of `cds population` runs (state, exported NDJSON, partitions, results), relative "
+        "to the working directory. Workers of a remote Dask scheduler must see it at the same path.",
+    )
+    bulk_export_timeout: float = Field(
+        default=3600.0, gt=0, description="Seconds `cds population` waits for a FHIR Bulk Data export to complete."
+    )
+    bulk_poll_max_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause in seconds between two polls of a bulk export status URL (backoff cap, "
+        "unless the server's Retry-After asks for longer, up to 4 times this).",
+    )
+    bulk_http_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds allowed per HTTP read during a bulk export (kick-off, poll, download)."
+    )
+    bulk_max_file_bytes: int = Field(
+        default=2_000_000_000, ge=1000, description="Largest bulk export output file downloaded (bytes); larger fails."
+    )
+    population_partition_bytes: int = Field(
+        default=16_000_000,
+        ge=1000,
+        description="Target size of one screening partition (bytes of NDJSON); the partition count is at least "
+        "4 per worker.",
+    )
 
     @field_validator(
         "fhir_allowed_servers", "cors_origins", "auth_issuers", "auth_jku_allowed", "auth_tenants", mode="before"
