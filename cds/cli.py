@@ -189,16 +189,6 @@ def _since(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return value
-
-
 def _add_population_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("population", help="export a population with FHIR Bulk Data ($export) and screen every patient")
     p.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR base URL offering Bulk Data $export")
