@@ -28,6 +28,7 @@ READ_TYPES: tuple[str, ...] = (
     "Procedure",
     "AllergyIntolerance",
     "DiagnosticReport",
+    "QuestionnaireResponse",  # a SLEDAI-2K form (item scores or a total)
 )
 # Medication resources are read only as the target of a medicationReference.
 AUX_TYPES: tuple[str, ...] = ("Medication",)
@@ -46,6 +47,7 @@ SUBJECT_FIELD = {
     "Procedure": "subject",
     "AllergyIntolerance": "patient",
     "DiagnosticReport": "subject",
+    "QuestionnaireResponse": "subject",
 }
 
 

@@ -29,7 +29,7 @@ from cds.engine.definition import (
     ValueSet,
 )
 from cds.engine.facts import ConditionFact, Exposure, LabValue, fmt
-from cds.engine.model import Evidence, Flag, Status
+from cds.engine.model import Evidence, Flag, ItemResult, Status
 from cds.engine.record import MEDICATION_TYPES, PatientRecord
 from cds.engine.sex import clinical_sex
 from cds.engine.timeutil import add_months, add_years, age_on, span
@@ -42,6 +42,7 @@ class Outcome:
     status: Status
     reason: str
     evidence: tuple[Evidence, ...] = ()
+    items: tuple[ItemResult, ...] = ()  # computed items (SLICC, SLEDAI) shown with the result
 
 
 @dataclass
@@ -632,6 +633,10 @@ class ClinicalSledai:
         ev = Evidence(
             ref, "SLEDAI-2K total", value=fmt(total), unit="{score}", date=when.isoformat(), original=original
         )
+        return self.judge_total(ctx, ev, total)
+
+    def judge_total(self, ctx: Context, ev: Evidence, total: float) -> Outcome:
+        """The criterion from a recorded SLEDAI-2K total (`ev` names where it was recorded)."""
         if total >= self.threshold + self.serology_max:
             return Outcome(
                 MET,

@@ -45,6 +45,9 @@ class Trial:
     # diagnosis is not_met): lets callers skip the full evaluation for most patients.
     applicability: ValueSet | None = None
     policy: Policy = dataclasses.field(default_factory=Policy)
+    # Observations read over the whole record (cumulative classification items, e.g. SLICC 2012):
+    # kept by the engine's pre-filter whatever their date.
+    cumulative_observation_codes: ValueSet | None = None
 
     @property
     def observation_codes(self) -> tuple[tuple[str, str], ...]:
@@ -110,8 +113,12 @@ class Trial:
         cutoff = self.observation_cutoff(as_of)
         cutoff_text = cutoff.isoformat()
 
+        cumulative = self.cumulative_observation_codes
+
         def keep(rtype: str, raw: Mapping[str, Any]) -> bool:
             if rtype != "Observation":
+                return True
+            if cumulative is not None and _raw_has_code(raw, cumulative):
                 return True
             return _dated_on_or_after(raw, cutoff, cutoff_text) and self.observation_is_relevant(raw)
 
@@ -190,6 +197,7 @@ class Trial:
                     evidence=outcome.evidence,
                     title=c.title,
                     settleable=c.settleable,
+                    items=outcome.items,
                 )
             )
         return Report(
@@ -246,6 +254,22 @@ def _raw_observation_date(raw: Mapping[str, Any]) -> str | None:
     elif value is None:
         value = raw.get("issued")
     return value if isinstance(value, str) else None
+
+
+def _raw_has_code(raw: Mapping[str, Any], vs: ValueSet) -> bool:
+    """Does the raw Observation's code, or a component's code, carry a code of `vs`?"""
+    concepts = [raw.get("code")]
+    components = raw.get("component")
+    if isinstance(components, list):
+        concepts += [c.get("code") for c in components if isinstance(c, Mapping)]
+    for concept in concepts:
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        if not isinstance(codings, list):
+            continue
+        pairs = [(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)]
+        if any(p in vs.codes for p in pairs):
+            return True
+    return False
 
 
 def _raw_codes(concept: Any) -> set[str]:

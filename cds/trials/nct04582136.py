@@ -48,7 +48,10 @@ from cds.engine.rules import (
     SteroidDoseAbove,
     SteroidRequiringCondition,
 )
+from cds.engine.sledai import DerivedClinicalSledai
+from cds.engine.slicc import SliccDiagnosis
 from cds.engine.trial import Criterion, Trial
+from cds.trials import nct04582136_sle_items as sle_items
 
 LOCAL_ACTIVITY_SYSTEM = "https://github.com/nct04582136-cds/CodeSystem/disease-activity"
 
@@ -563,12 +566,15 @@ CRITERIA = (
         "no lupus code or cutaneous lupus only -> not met",
         "Condition (not refuted / entered-in-error)",
         "conditions not available; only a generic or drug-induced lupus code",
-        CodedDiagnosis(
-            SLE,
-            LUPUS_NOT_SPECIFIC,
-            LUPUS_CUTANEOUS_ONLY,
-            "SLE",
-            review_counts_when=lambda p: p.generic_lupus_counts_as_sle,
+        SliccDiagnosis(
+            CodedDiagnosis(
+                SLE,
+                LUPUS_NOT_SPECIFIC,
+                LUPUS_CUTANEOUS_ONLY,
+                "SLE",
+                review_counts_when=lambda p: p.generic_lupus_counts_as_sle,
+            ),
+            sle_items.SLICC,
         ),
     ),
     Criterion(
@@ -590,7 +596,7 @@ CRITERIA = (
         "subtract the serology points (dsDNA above the lab ULN: 2; C3 or C4 below the lab LLN: 2)",
         "Observation: SLEDAI-2K total (local code or code text naming SLEDAI-2K), anti-dsDNA, C3, C4",
         "no SLEDAI-2K total in 30 days; total 4-7 with serology points undeterminable",
-        ClinicalSledai(SLEDAI_TOTAL, 4, 4, (DSDNA,), (C3, C4)),
+        DerivedClinicalSledai(ClinicalSledai(SLEDAI_TOTAL, 4, 4, (DSDNA,), (C3, C4)), sle_items.SLEDAI),
     ),
     Criterion(
         "inc-serology",
@@ -872,7 +878,8 @@ TRIAL = Trial(
     title="Sirolimus in active SLE (NCT04582136)",
     url="https://clinicaltrials.gov/study/NCT04582136",
     criteria=CRITERIA,
-    analytes=ANALYTES,
-    extra_observation_codes=SLEDAI_TOTAL,
+    analytes=ANALYTES + sle_items.ANALYTES,
+    extra_observation_codes=SLEDAI_TOTAL | sle_items.OBSERVATION_CODES,
+    cumulative_observation_codes=sle_items.OBSERVATION_CODES,
     applicability=SLE | LUPUS_NOT_SPECIFIC | LUPUS_CUTANEOUS_ONLY,
 )
