@@ -146,11 +146,13 @@ def test_slicc_item(item_id: str, case: str, resources: Res, expected: Status) -
 
 def test_every_item_has_a_met_and_an_unknown_case_and_17_items() -> None:
     ids = [i.id for i in slicc_items(ctx_of([]), SLICC)]
-    assert len(ids) == 17 and len(set(ids)) == 17
+    assert len(ids) == 17
+    assert len(set(ids)) == 17
     for item_id in ids:
         assert {MET, UNK} <= {c[3] for c in CASES if c[0] == item_id}, item_id
     groups = [i.group for i in slicc_items(ctx_of([]), SLICC)]
-    assert groups.count("clinical") == 11 and groups.count("immunologic") == 6
+    assert groups.count("clinical") == 11
+    assert groups.count("immunologic") == 6
 
 
 def test_default_ana_cutoff_is_flagged() -> None:
@@ -205,7 +207,8 @@ def test_rule_unknown_with_three_items() -> None:
 def test_rule_met_by_biopsy_proven_nephritis_with_ana() -> None:
     res = [b.condition("76521009"), text_obs("8061-4", "1:160", range_text="<1:80")]
     result = classify(ctx_of(res), SLICC)
-    assert result.status is MET and "biopsy-proven" in result.reason
+    assert result.status is MET
+    assert "biopsy-proven" in result.reason
 
 
 def test_rule_biopsy_without_antibody_is_not_enough() -> None:
@@ -247,7 +250,8 @@ def test_synthea_lupus_chart_gets_a_slicc_breakdown_and_a_derived_diagnosis() ->
     report = run(synthea_lupus_chart())
     result = report.by_id("inc-sle-diagnosis")
     assert result.status is MET, result.reason
-    assert "SLICC 2012" in result.reason and Flag.DERIVED in result.evidence[0].flags
+    assert "SLICC 2012" in result.reason
+    assert Flag.DERIVED in result.evidence[0].flags
     met = {i.id for i in result.items if i.status is MET}
     assert met == {"leukopenia", "thrombocytopenia", "ana", "anti-dsdna", "low-complement"}
     out = json.loads(json.dumps(report.to_json()))
@@ -268,13 +272,15 @@ def test_generic_code_without_enough_items_stays_unknown_with_items() -> None:
 
 def test_specific_sle_code_stays_a_proxy() -> None:
     result = run([b.condition("55464009")]).by_id("inc-sle-diagnosis")
-    assert result.status is MET and Flag.PROXY in result.evidence[0].flags
+    assert result.status is MET
+    assert Flag.PROXY in result.evidence[0].flags
 
 
 def test_no_lupus_code_stays_not_met_even_with_lupus_like_labs() -> None:
     labs = [x for x in synthea_lupus_chart() if x["resourceType"] == "Observation"]
     result = run([b.condition("38341003"), *labs]).by_id("inc-sle-diagnosis")  # hypertension only
-    assert result.status is NOT and not result.items
+    assert result.status is NOT
+    assert not result.items
 
 
 def test_refuted_generic_code_does_not_count() -> None:
