@@ -142,6 +142,19 @@ def _evidence_text(ev: Evidence) -> str:
     return text
 
 
+def _items_text(result: CriterionResult) -> str:
+    """The computed items behind a result (SLICC, SLEDAI) by status: ids only (no chart text)."""
+    if not result.items:
+        return ""
+    parts = []
+    for status, label in (("met", "items met"), ("unknown", "not found / to verify"), ("not_met", "absent")):
+        ids = [i.id + (f" ({i.points})" if i.points and status == "met" else "") for i in result.items
+               if i.status.value == status]  # fmt: skip
+        if ids:
+            parts.append(f"{label}: {', '.join(ids)}")
+    return " — " + escape("; ".join(parts))
+
+
 def _criterion_label(result: CriterionResult) -> str:
     kind = "Inclusion" if result.kind is Kind.INCLUSION else "Exclusion"
     name = f"{result.id}: {result.title}" if result.title else result.id
@@ -153,9 +166,8 @@ def criteria_table(report: Report) -> str:
     ordered = sorted(report.criteria, key=lambda r: _GROUP_ORDER[_group(r)])
     for result in ordered:
         evidence = "; ".join(_evidence_text(e) for e in result.evidence) or "—"
-        rows.append(
-            (_ROW_LABEL[(_group(result), result.kind)], _criterion_label(result), escape(result.reason), evidence)
-        )
+        finding = escape(result.reason) + _items_text(result)
+        rows.append((_ROW_LABEL[(_group(result), result.kind)], _criterion_label(result), finding, evidence))
     return table(("Result", "Criterion", "Finding", "Evidence"), rows)
 
 
