@@ -622,13 +622,20 @@ class ClinicalSledai:
     def evaluate(self, ctx: Context) -> Outcome:
         if (missing := _searched(ctx, "Observation")) is not None:
             return Outcome(UNKNOWN, "observations not available", (missing,))
-        scores = self._scores(ctx)
-        if not scores:
+        recorded = self.recorded_outcome(ctx)
+        if recorded is None:
             return Outcome(
                 UNKNOWN,
                 f"no SLEDAI-2K total recorded in the last {ctx.policy.sledai_window_days} days",
                 (Evidence("Observation", "no SLEDAI-2K score observation"),),
             )
+        return recorded
+
+    def recorded_outcome(self, ctx: Context) -> Outcome | None:
+        """The criterion from the latest SLEDAI-2K total Observation in the window; None: no total."""
+        scores = self._scores(ctx)
+        if not scores:
+            return None
         ref, when, total, original = scores[0]
         ev = Evidence(
             ref, "SLEDAI-2K total", value=fmt(total), unit="{score}", date=when.isoformat(), original=original

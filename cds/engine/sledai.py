@@ -207,22 +207,21 @@ class DerivedClinicalSledai:
     def evaluate(self, ctx: Context) -> Outcome:
         if "Observation" not in ctx.record.searched and "QuestionnaireResponse" not in ctx.record.searched:
             return self.recorded.evaluate(ctx)
+        threshold = self.recorded.threshold
+        recorded = self.recorded.recorded_outcome(ctx) if "Observation" in ctx.record.searched else None
+        if recorded is None and "QuestionnaireResponse" in ctx.record.searched:
+            forms = questionnaire_scores(ctx, self.data)
+            recorded = self._from_form(ctx, forms[0], threshold) if forms else None
+        if recorded is not None and recorded.status is not UNKNOWN:
+            return recorded  # the recorded score settles it (the clinician's score wins over the labs)
         items = sledai_items(ctx, self.data)
         low, high = points(items)
-        threshold = self.recorded.threshold
-        has_observation_total = "Observation" in ctx.record.searched and bool(self.recorded._scores(ctx))
-        if has_observation_total:
-            base = self.recorded.evaluate(ctx)
-            if base.status is UNKNOWN and low >= threshold:
-                return Outcome(MET, f"{base.reason}; lab-derived clinical SLEDAI-2K >= {low}", base.evidence, items)
-            return Outcome(base.status, base.reason, base.evidence, items)
-        forms = questionnaire_scores(ctx, self.data) if "QuestionnaireResponse" in ctx.record.searched else []
-        if forms:
-            outcome = self._from_form(ctx, forms[0], threshold)
-            if outcome is not None:
-                if outcome.status is UNKNOWN and low >= threshold:
-                    return Outcome(MET, f"{outcome.reason}; lab-derived >= {low}", outcome.evidence, items)
-                return Outcome(outcome.status, outcome.reason, outcome.evidence, items)
+        if recorded is not None:
+            if low >= threshold:
+                return Outcome(
+                    MET, f"{recorded.reason}; lab-derived clinical SLEDAI-2K >= {low}", recorded.evidence, items
+                )
+            return Outcome(recorded.status, recorded.reason, recorded.evidence, items)
         window = ctx.policy.sledai_window_days
         found = [i for i in items if i.status is MET]
         if low >= threshold:
