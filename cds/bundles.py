@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cds.engine.record import AUX_TYPES, READ_TYPES
+from cds.engine.record import AUX_TYPES, OPTIONAL_TYPES, READ_TYPES
 from cds.errors import InputFileError
 
 BUNDLE_TYPES = frozenset({"collection", "searchset", "transaction", "batch", "transaction-response", "batch-response"})
@@ -96,7 +96,7 @@ def split_bundle(data: Any, source: str = "<input>") -> BundleContents:
         rtype = res.get("resourceType")
         if rtype == "Patient":
             continue
-        if rtype in READ_TYPES or rtype in AUX_TYPES:
+        if rtype in READ_TYPES or rtype in AUX_TYPES or rtype in OPTIONAL_TYPES:
             searched.add(str(rtype))
         pid = _patient_of(res, alias)
         if pid is not None and pid in patients:

@@ -10,7 +10,7 @@ import pytest
 
 from cds.engine import evaluate
 from cds.engine.model import Flag, Status
-from cds.engine.record import READ_TYPES, build_record
+from cds.engine.record import OPTIONAL_TYPES, READ_TYPES, build_record
 from cds.engine.rules import Context
 from cds.engine.slicc import breakdown, classify, slicc_items
 from cds.engine.trial import set_strict
@@ -30,7 +30,7 @@ def strict_engine():
 
 
 def ctx_of(resources: Res) -> Context:
-    record = build_record([b.patient(), *resources], patient_id=b.PID, searched=READ_TYPES)
+    record = build_record([b.patient(), *resources], patient_id=b.PID, searched=READ_TYPES + OPTIONAL_TYPES)
     return Context(record=record, as_of=b.AS_OF, policy=TRIAL.policy)
 
 
