@@ -73,6 +73,38 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item of a score or classification computed from the chart (a SLICC 2012 criterion, a
+    SLEDAI-2K descriptor), so the investigator sees what was found and what is missing.
+
+    `group` is the item's family: "clinical" / "immunologic" for SLICC, the organ domain
+    ("renal", "hematologic", "constitutional") for SLEDAI. `points` is the item's weight when it
+    has one (SLEDAI); it counts only when `status` is met.
+    """
+
+    id: str
+    label: str
+    group: str
+    status: Status
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+    points: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "label": self.label,
+            "group": self.group,
+            "status": self.status.value,
+            "reason": self.reason,
+            "evidence": [e.to_json() for e in self.evidence],
+        }
+        if self.points is not None:
+            out["points"] = self.points
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class CriterionResult:
     id: str
     kind: Kind
@@ -81,6 +113,7 @@ class CriterionResult:
     evidence: tuple[Evidence, ...] = ()
     title: str = ""
     settleable: bool = True  # False only for criteria no data can settle (investigator judgment)
+    items: tuple[ItemResult, ...] = ()  # computed items behind the result (SLICC, SLEDAI), if any
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -92,6 +125,8 @@ class CriterionResult:
         }
         if self.title:
             out["title"] = self.title
+        if self.items:
+            out["items"] = [i.to_json() for i in self.items]
         return out
 
     @property

@@ -15,12 +15,14 @@ Every rule type in `cds.engine.rules` is registered here; an unregistered rule r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cds.engine.definition import Analyte, Policy, ValueSet
+from cds.engine.items import RangeTest
 from cds.engine.record import MEDICATION_TYPES
 from cds.engine.rules import (
     AgeRange,
@@ -42,6 +44,8 @@ from cds.engine.rules import (
     SteroidDoseAbove,
     SteroidRequiringCondition,
 )
+from cds.engine.sledai import DerivedClinicalSledai
+from cds.engine.slicc import SliccDiagnosis
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,32 @@ def _(rule: DrugExposure, policy: Policy) -> tuple[Read, ...]:
 def _(rule: AntiInfectiveTreatment, policy: Policy) -> tuple[Read, ...]:
     # the infections recorded decide treatment vs prophylaxis
     return (*_drug_reads(rule), *(_types("Condition") if rule.infections is not None else ()))
+
+
+def _observation_codes_of(data: object) -> frozenset[tuple[str, str]]:
+    """Every Observation code a SLICC / SLEDAI data table names (its analytes and range tests)."""
+    codes: set[tuple[str, str]] = set()
+    for f in dataclasses.fields(data):  # type: ignore[arg-type]
+        value = getattr(data, f.name)
+        for part in value if isinstance(value, tuple) else (value,):
+            if isinstance(part, Analyte):
+                codes |= part.fetched_by.codes
+            elif isinstance(part, RangeTest):
+                codes |= part.codes.codes
+    return frozenset(codes)
+
+
+@reads.register
+def _(rule: SliccDiagnosis, policy: Policy) -> tuple[Read, ...]:
+    # SLICC items are cumulative over the record: their tests are read whatever their date
+    history = Read("Observation", codes=_observation_codes_of(rule.data), lookback_days=None)
+    return (*reads(rule.coded, policy), *_types("Condition"), history)
+
+
+@reads.register
+def _(rule: DerivedClinicalSledai, policy: Policy) -> tuple[Read, ...]:
+    window = Read("Observation", codes=_observation_codes_of(rule.data), lookback_days=policy.sledai_window_days)
+    return (*reads(rule.recorded, policy), window)
 
 
 @reads.register(SteroidDoseAbove)

@@ -29,6 +29,9 @@ READ_TYPES: tuple[str, ...] = (
     "AllergyIntolerance",
     "DiagnosticReport",
 )
+# Read when present (a bundle given to the CLI or the engine) but not fetched by the service's
+# prefetch (yet): a SLEDAI-2K form as a QuestionnaireResponse (item scores or a total).
+OPTIONAL_TYPES: tuple[str, ...] = ("QuestionnaireResponse",)
 # Medication resources are read only as the target of a medicationReference.
 AUX_TYPES: tuple[str, ...] = ("Medication",)
 MEDICATION_TYPES = frozenset(
@@ -46,6 +49,7 @@ SUBJECT_FIELD = {
     "Procedure": "subject",
     "AllergyIntolerance": "patient",
     "DiagnosticReport": "subject",
+    "QuestionnaireResponse": "subject",
 }
 
 
@@ -53,7 +57,7 @@ SUBJECT_FIELD = {
 class PatientRecord:
     patient_id: str
     patient: Any | None = None
-    resources: dict[str, list[Any]] = field(default_factory=lambda: {t: [] for t in READ_TYPES})
+    resources: dict[str, list[Any]] = field(default_factory=lambda: {t: [] for t in READ_TYPES + OPTIONAL_TYPES})
     medications: dict[str, Any] = field(default_factory=dict)  # "Medication/<id>" -> model
     searched: frozenset[str] = frozenset()
     issues: list[DataIssue] = field(default_factory=list)
@@ -121,7 +125,7 @@ def build_record(
             record.issues.append(DataIssue("Resource/(not an object)", "not a JSON object"))
             continue
         rtype = raw.get("resourceType")
-        if rtype not in READ_TYPES and rtype not in AUX_TYPES:
+        if rtype not in READ_TYPES and rtype not in AUX_TYPES and rtype not in OPTIONAL_TYPES:
             record.issues.append(DataIssue(_ref_of(raw), "resource type not read by this service"))
             continue
         assert isinstance(rtype, str)

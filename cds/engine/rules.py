@@ -30,7 +30,7 @@ from cds.engine.definition import (
     ValueSet,
 )
 from cds.engine.facts import ConditionFact, Exposure, LabValue, fmt
-from cds.engine.model import Evidence, Flag, Status
+from cds.engine.model import Evidence, Flag, ItemResult, Status
 from cds.engine.record import MEDICATION_TYPES, PatientRecord
 from cds.engine.sex import clinical_sex
 from cds.engine.timeutil import add_months, add_years, age_on, span
@@ -43,6 +43,7 @@ class Outcome:
     status: Status
     reason: str
     evidence: tuple[Evidence, ...] = ()
+    items: tuple[ItemResult, ...] = ()  # computed items (SLICC, SLEDAI) shown with the result
 
 
 @dataclass
@@ -622,17 +623,28 @@ class ClinicalSledai:
     def evaluate(self, ctx: Context) -> Outcome:
         if (missing := _searched(ctx, "Observation")) is not None:
             return Outcome(UNKNOWN, "observations not available", (missing,))
-        scores = self._scores(ctx)
-        if not scores:
+        recorded = self.recorded_outcome(ctx)
+        if recorded is None:
             return Outcome(
                 UNKNOWN,
                 f"no SLEDAI-2K total recorded in the last {ctx.policy.sledai_window_days} days",
                 (Evidence("Observation", "no SLEDAI-2K score observation"),),
             )
+        return recorded
+
+    def recorded_outcome(self, ctx: Context) -> Outcome | None:
+        """The criterion from the latest SLEDAI-2K total Observation in the window; None: no total."""
+        scores = self._scores(ctx)
+        if not scores:
+            return None
         ref, when, total, original = scores[0]
         ev = Evidence(
             ref, "SLEDAI-2K total", value=fmt(total), unit="{score}", date=when.isoformat(), original=original
         )
+        return self.judge_total(ctx, ev, total)
+
+    def judge_total(self, ctx: Context, ev: Evidence, total: float) -> Outcome:
+        """The criterion from a recorded SLEDAI-2K total (`ev` names where it was recorded)."""
         if total >= self.threshold + self.serology_max:
             return Outcome(
                 MET,

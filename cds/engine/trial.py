@@ -66,9 +66,11 @@ class Trial:
 
     @functools.cached_property
     def observation_codes(self) -> tuple[tuple[str, str], ...]:
-        """The (system, code) pairs Observations are selected by (analytes, the SLEDAI-2K codes and
-        the site's `Policy.sledai_local_codes`), derived from the rules' declarations."""
-        return tuple(sorted({code for r in self._observation_reads for code in r.codes}))
+        """The (system, code) pairs Observations are selected by within a look-back window (analytes,
+        the SLEDAI-2K codes and the site's `Policy.sledai_local_codes`), derived from the rules'
+        declarations; codes read over the whole record are `observation_history_codes`."""
+        windowed = {c for r in self._observation_reads if r.lookback_days is not None for c in r.codes}
+        return tuple(sorted(windowed))
 
     @functools.cached_property
     def observation_categories(self) -> tuple[tuple[str, str], ...]:
@@ -78,10 +80,15 @@ class Trial:
     @functools.cached_property
     def observation_lookback_days(self) -> int:
         """How far back any rule reads Observations (the longest declared window)."""
-        windows = [r.lookback_days for r in self._observation_reads]
-        if any(w is None for w in windows):
-            raise ValueError("a rule reads Observations without a look-back window; bound it or fetch everything")
-        return max((w for w in windows if w is not None), default=0)
+        windows = [r.lookback_days for r in self._observation_reads if r.lookback_days is not None]
+        return max(windows, default=0)
+
+    @functools.cached_property
+    def observation_history_codes(self) -> tuple[tuple[str, str], ...]:
+        """The (system, code) pairs read over the whole record, whatever their date (reads with no
+        look-back window: cumulative classification items such as SLICC 2012). The service fetches
+        them with a query of their own that has no date bound."""
+        return tuple(sorted({c for r in self._observation_reads if r.lookback_days is None for c in r.codes}))
 
     def with_policy(self, **changes: Any) -> Trial:
         return dataclasses.replace(self, policy=dataclasses.replace(self.policy, **changes))
@@ -133,13 +140,18 @@ class Trial:
 
     def keep(self, as_of: date) -> Callable[[str, Mapping[str, Any]], bool]:
         """The raw pre-filter `evaluate` passes to `build_record`: only the Observations the
-        criteria can read (by date on `as_of`, then by code); every other resource is kept."""
+        criteria can read (a code read over the whole record; else by date on `as_of`, then by
+        code); every other resource is kept."""
         cutoff = self.observation_cutoff(as_of)
         cutoff_text = cutoff.isoformat()
+
+        history = frozenset(self.observation_history_codes)
 
         def keep(rtype: str, raw: Mapping[str, Any]) -> bool:
             if rtype != "Observation":
                 return True
+            if history and _raw_codings([raw.get("code")]) & history:
+                return True  # read whatever its date (the history query has no date bound)
             return _dated_on_or_after(raw, cutoff, cutoff_text) and self.observation_is_relevant(raw)
 
         return keep
@@ -197,7 +209,7 @@ class Trial:
 
     @functools.cached_property
     def _relevant_codes(self) -> frozenset[tuple[str | None, str | None]]:
-        return frozenset(self.observation_codes)
+        return frozenset(self.observation_codes) | frozenset(self.observation_history_codes)
 
     @functools.cached_property
     def _text_reads(self) -> tuple[Read, ...]:
@@ -217,6 +229,7 @@ class Trial:
                     evidence=outcome.evidence,
                     title=c.title,
                     settleable=c.settleable,
+                    items=outcome.items,
                 )
             )
         return Report(

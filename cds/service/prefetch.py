@@ -97,6 +97,9 @@ class QueryPlan(Protocol):
     @property
     def observation_categories(self) -> Sequence[tuple[str, str]]: ...
 
+    @property
+    def observation_history_codes(self) -> Sequence[tuple[str, str]]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class PrefetchQuery:
@@ -185,6 +188,7 @@ KEYS = {
     "DiagnosticReport": "diagnosticReports",
 }
 CATEGORY_KEY = "observationsByCategory"
+HISTORY_KEY = "observationHistory"
 # Dated resource types: the FHIR fallback bounds them from below with this search parameter.
 SINCE_PARAMS = {"Observation": "date", "DiagnosticReport": "date"}
 
@@ -193,17 +197,21 @@ def build_queries(
     observation_codes: Iterable[tuple[str, str]] = (),
     observation_categories: Iterable[tuple[str, str]] = (),
     resource_types: Iterable[str] = DEFAULT_TYPES,
+    observation_history_codes: Iterable[tuple[str, str]] = (),
 ) -> tuple[PrefetchQuery, ...]:
     """The prefetch table: one query per resource type read (Patient and Condition always).
 
     Observations are restricted to the given codes, as one token parameter with comma-separated
     ``system|code`` values (OR); with `observation_categories`, a second Observation query
-    (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text.
+    (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text; with
+    `observation_history_codes`, a third (`HISTORY_KEY`) fetches those codes over the whole record
+    (no date bound: cumulative items such as SLICC 2012).
     """
     patient = (("patient", PATIENT_TOKEN),)
     types = {"Patient", "Condition", *resource_types}
     codes = _tokens(observation_codes)
     categories = _tokens(observation_categories)
+    history = _tokens(observation_history_codes)
     queries: list[PrefetchQuery] = []
     for rtype in (*DEFAULT_TYPES, *sorted(types - set(DEFAULT_TYPES))):
         if rtype not in types:
@@ -214,6 +222,8 @@ def build_queries(
         elif rtype == "Observation":
             params = (*patient, ("code", codes)) if codes else patient
             queries.append(PrefetchQuery(key, rtype, params, since_param="date"))
+            if history:  # read over the whole record: no date bound in the fallback either
+                queries.append(PrefetchQuery(HISTORY_KEY, rtype, (*patient, ("code", history))))
             if categories:
                 by_category = (*patient, ("category", categories))
                 queries.append(PrefetchQuery(CATEGORY_KEY, rtype, by_category, since_param="date"))
@@ -224,7 +234,9 @@ def build_queries(
 
 def queries_for(trial: QueryPlan) -> tuple[PrefetchQuery, ...]:
     """The prefetch table derived from what the trial's criteria declare they read."""
-    return build_queries(trial.observation_codes, trial.observation_categories, trial.resource_types)
+    return build_queries(
+        trial.observation_codes, trial.observation_categories, trial.resource_types, trial.observation_history_codes
+    )
 
 
 def prefetch_templates(queries: Iterable[PrefetchQuery]) -> dict[str, str]:

@@ -52,7 +52,10 @@ from cds.engine.rules import (
     SteroidDoseAbove,
     SteroidRequiringCondition,
 )
+from cds.engine.sledai import DerivedClinicalSledai
+from cds.engine.slicc import SliccDiagnosis
 from cds.engine.trial import Criterion, Trial
+from cds.trials import nct04582136_sle_items as sle_items
 from cds.trials.terminology import icd10cm_codes
 
 LOCAL_ACTIVITY_SYSTEM = "https://github.com/nct04582136-cds/CodeSystem/disease-activity"
@@ -635,16 +638,22 @@ CRITERIA = (
         "SLE diagnosis (SLICC 2012 proxy)",
         "Fulfilling the 2012 SLICC criteria for SLE",
         "a coded SLE diagnosis (SNOMED 55464009 and SLE descendants; ICD-10-CM M32.1x, M32.8, M32.9) as proxy "
-        "for SLICC; only generic/drug-induced lupus (SNOMED 200936003, 201436003; M32.0) -> unknown; "
+        "for SLICC; only generic/drug-induced lupus (SNOMED 200936003, 201436003; M32.0) -> met (derived) when "
+        "SLICC 2012 computed from the chart holds (>= 4 of 17 items, >= 1 clinical and >= 1 immunologic, items "
+        "cumulative over the record; or biopsy-proven lupus nephritis with ANA or anti-dsDNA), else unknown; "
         "no lupus code or cutaneous lupus only -> not met",
-        "Condition (not refuted / entered-in-error)",
-        "conditions not available; only a generic or drug-induced lupus code",
-        CodedDiagnosis(
-            SLE,
-            LUPUS_NOT_SPECIFIC,
-            LUPUS_CUTANEOUS_ONLY,
-            "SLE",
-            review_counts_when=lambda p: p.generic_lupus_counts_as_sle,
+        "Condition (not refuted / entered-in-error); for SLICC: coded findings, ANA, anti-dsDNA, anti-Sm, "
+        "antiphospholipid tests, C3/C4/CH50, direct Coombs, WBC, lymphocytes, platelets, urine protein, RBC casts",
+        "conditions not available; only a generic or drug-induced lupus code and SLICC not established",
+        SliccDiagnosis(
+            CodedDiagnosis(
+                SLE,
+                LUPUS_NOT_SPECIFIC,
+                LUPUS_CUTANEOUS_ONLY,
+                "SLE",
+                review_counts_when=lambda p: p.generic_lupus_counts_as_sle,
+            ),
+            sle_items.SLICC,
         ),
     ),
     Criterion(
@@ -663,10 +672,16 @@ CRITERIA = (
         "Clinical SLEDAI-2K >= 4",
         "SLEDAI-2K score of >=4 (not including scores for anti-dsDNA antibody and hypocomplementemia)",
         "latest recorded SLEDAI-2K total in 30 days: >= 8 met (serology adds at most 4); < 4 not met; 4-7: "
-        "subtract the serology points (dsDNA above the lab ULN: 2; C3 or C4 below the lab LLN: 2)",
-        "Observation: SLEDAI-2K total (local code or code text naming SLEDAI-2K), anti-dsDNA, C3, C4",
-        "no SLEDAI-2K total in 30 days; total 4-7 with serology points undeterminable",
-        ClinicalSledai(SLEDAI_TOTAL, 4, 4, (DSDNA,), (C3, C4)),
+        "subtract the serology points (dsDNA above the lab ULN: 2; C3 or C4 below the lab LLN: 2); a SLEDAI-2K "
+        "QuestionnaireResponse: item scores without the serology items, or its total; no recorded total: "
+        "lab-derived lower bound in 30 days (casts, hematuria > 5 RBC/HPF, proteinuria > 0.5 g/24 h or UPCR "
+        "> 500 mg/g, pyuria > 5 WBC/HPF: 4 each; platelets < 100, WBC < 3 x10^9/L, fever > 38 Cel: 1 each) "
+        ">= 4 -> met (derived; exclude infection or stone to verify)",
+        "Observation: SLEDAI-2K total (local code or code text naming SLEDAI-2K), anti-dsDNA, C3, C4, urine "
+        "sediment, urine protein, platelets, WBC, body temperature; QuestionnaireResponse (SLEDAI-2K form)",
+        "no SLEDAI-2K total in 30 days and a lab-derived lower bound < 4; total 4-7 with serology points "
+        "undeterminable",
+        DerivedClinicalSledai(ClinicalSledai(SLEDAI_TOTAL, 4, 4, (DSDNA,), (C3, C4)), sle_items.SLEDAI),
     ),
     Criterion(
         "inc-serology",
@@ -976,6 +991,6 @@ TRIAL = Trial(
     title="Sirolimus in active SLE (NCT04582136)",
     url="https://clinicaltrials.gov/study/NCT04582136",
     criteria=CRITERIA,
-    analytes=ANALYTES,
+    analytes=ANALYTES + sle_items.ANALYTES,
     applicability=SLE | LUPUS_NOT_SPECIFIC | LUPUS_CUTANEOUS_ONLY,
 )

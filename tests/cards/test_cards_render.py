@@ -208,3 +208,21 @@ def test_deterministic_uuids_when_injected() -> None:
 def test_data_issues_are_mentioned() -> None:
     detail = _card(report(AGE, C3, SLEDAI, issues=2)).detail or ""
     assert "2 record(s) could not be used" in detail
+
+
+def test_computed_items_are_listed_by_status_with_ids_only() -> None:
+    from dataclasses import replace
+
+    from cds.engine.model import ItemResult
+
+    items = (
+        ItemResult("hematuria", "hematuria", "renal", Status.MET, "12 RBC/HPF [x](http://chart)", points=4),
+        ItemResult("fever", "fever", "constitutional", Status.UNKNOWN, "not measured"),
+        ItemResult("leukopenia", "leukopenia", "hematologic", Status.NOT_MET, "WBC 6"),
+    )
+    with_items = replace(SLEDAI, items=items)
+    detail = _card(report(AGE, with_items)).detail or ""
+    row = next(line for line in detail.splitlines() if "inc-sledai" in line)
+    assert "items met: hematuria (4); not found / to verify: fever; absent: leukopenia" in row
+    assert "http" not in row  # item reasons (which may quote the chart) are not rendered
+    assert row.count(" | ") == 3
