@@ -68,9 +68,10 @@ class Trial:
     def observation_codes(self) -> tuple[tuple[str, str], ...]:
         """The (system, code) pairs Observations are selected by within a look-back window (analytes,
         the SLEDAI-2K codes and the site's `Policy.sledai_local_codes`), derived from the rules'
-        declarations; codes read over the whole record are `observation_history_codes`."""
+        declarations; codes also read over the whole record are left to `observation_history_codes`
+        (keeps the search URL short)."""
         windowed = {c for r in self._observation_reads if r.lookback_days is not None for c in r.codes}
-        return tuple(sorted(windowed))
+        return tuple(sorted(windowed - set(self.observation_history_codes)))  # those are fetched at any date
 
     @functools.cached_property
     def observation_categories(self) -> tuple[tuple[str, str], ...]:

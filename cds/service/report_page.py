@@ -84,6 +84,31 @@ def _evidence(ev: Evidence) -> str:
     return f'{text} <span class="id">{_text(ev.reference)}</span>'
 
 
+_ITEM_STATUS = ((Status.MET, "found"), (Status.UNKNOWN, "not found / to verify"), (Status.NOT_MET, "absent"))
+
+
+def _items(result: CriterionResult) -> str:
+    """The computed items behind a result (SLICC 2012 criteria, SLEDAI-2K descriptors) by status,
+    each with its finding and evidence, so the investigator sees what was found and what is missing."""
+    if not result.items:
+        return ""
+    parts = []
+    for status, label in _ITEM_STATUS:
+        rows = [i for i in result.items if i.status is status]
+        if not rows:
+            continue
+        lis = "".join(
+            f"<li>{_text(i.label)} ({_text(i.group)}"
+            + (f", {i.points} points" if i.points and status is Status.MET else "")
+            + f"): {_text(i.reason)}"
+            + ("<ul>" + "".join(f"<li>{_evidence(ev)}</li>" for ev in i.evidence) + "</ul>" if i.evidence else "")
+            + "</li>"
+            for i in rows
+        )
+        parts.append(f"<p>{escape(label)}:</p><ul>{lis}</ul>")
+    return f'<div class="items">{"".join(parts)}</div>'
+
+
 def _row(result: CriterionResult) -> str:
     group = _group(result)
     kind = "inclusion" if result.kind is Kind.INCLUSION else "exclusion"
@@ -93,7 +118,7 @@ def _row(result: CriterionResult) -> str:
         f'<tr id="{escape(result.id)}"{css}>'
         f"<td>{_RESULT[(group, result.kind)]}</td>"
         f'<th scope="row">{_text(result.title or result.id)} ({kind})<span class="id">{escape(result.id)}</span></th>'
-        f"<td>{_text(result.reason)}</td>"
+        f"<td>{_text(result.reason)}{_items(result)}</td>"
         f"<td>{'<ul>' + evidence + '</ul>' if evidence else '—'}</td>"
         "</tr>"
     )

@@ -210,19 +210,22 @@ def test_data_issues_are_mentioned() -> None:
     assert "2 record(s) could not be used" in detail
 
 
-def test_computed_items_are_listed_by_status_with_ids_only() -> None:
+def test_computed_items_are_on_the_report_page_by_status_and_escaped() -> None:
+    """The card stays short; the SLICC / SLEDAI items (found, missing, absent) are on the report page."""
     from dataclasses import replace
 
     from cds.engine.model import ItemResult
+    from cds.service.report_page import report_html
 
     items = (
-        ItemResult("hematuria", "hematuria", "renal", Status.MET, "12 RBC/HPF [x](http://chart)", points=4),
+        ItemResult("hematuria", "hematuria", "renal", Status.MET, "12 RBC/HPF <a href='http://chart'>x</a>", points=4),
         ItemResult("fever", "fever", "constitutional", Status.UNKNOWN, "not measured"),
         ItemResult("leukopenia", "leukopenia", "hematologic", Status.NOT_MET, "WBC 6"),
     )
-    with_items = replace(SLEDAI, items=items)
-    detail = _card(report(AGE, with_items)).detail or ""
-    row = next(line for line in detail.splitlines() if "inc-sledai" in line)
-    assert "items met: hematuria (4); not found / to verify: fever; absent: leukopenia" in row
-    assert "http" not in row  # item reasons (which may quote the chart) are not rendered
-    assert row.count(" | ") == 3
+    page = report_html(report(AGE, replace(SLEDAI, items=items)), TRIAL)
+    found, missing, absent = (page.index(s) for s in ("found:", "not found / to verify:", "absent:"))
+    assert found < page.index("hematuria (renal, 4 points)") < missing < page.index("fever (constitutional)") < absent
+    assert page.index("leukopenia (hematologic)") > absent
+    assert "<a href='http://chart'>" not in page and "&lt;a href=" in page  # chart text is escaped
+    detail = _card(report(AGE, replace(SLEDAI, items=items))).detail or ""
+    assert "http://chart" not in detail

@@ -85,7 +85,7 @@ def test_readme_carries_the_generated_criteria_table() -> None:
 
 
 def test_observation_query_codes_cover_every_analyte() -> None:
-    codes = set(TRIAL.observation_codes)
+    codes = set(TRIAL.observation_codes) | set(TRIAL.observation_history_codes)  # windowed, or whole record
     for analyte in TRIAL.analytes:
         assert analyte.codes.codes <= codes
     assert ("https://github.com/nct04582136-cds/CodeSystem/disease-activity", "SLEDAI-2K") in codes
