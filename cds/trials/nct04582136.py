@@ -887,8 +887,10 @@ TRIAL = Trial(
     title="Sirolimus in active SLE (NCT04582136)",
     url="https://clinicaltrials.gov/study/NCT04582136",
     criteria=CRITERIA,
-    analytes=ANALYTES + sle_items.ANALYTES,
-    extra_observation_codes=SLEDAI_TOTAL | sle_items.OBSERVATION_CODES,
+    analytes=ANALYTES,
+    extra_observation_codes=SLEDAI_TOTAL,
+    # the SLICC / SLEDAI item tests are read whenever the record holds them (any date); the service's
+    # Observation query is not widened to them here
     cumulative_observation_codes=sle_items.OBSERVATION_CODES,
     applicability=SLE | LUPUS_NOT_SPECIFIC | LUPUS_CUTANEOUS_ONLY,
 )
