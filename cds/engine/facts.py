@@ -147,17 +147,7 @@ class ConditionFact:
 
 
 def _concept_display(concept: Any) -> str:
-    if concept is None:
-        return "(no code)"
-    if concept.text:
-        return str(concept.text)
-    for c in concept.coding or []:
-        if c.display:
-            return str(c.display)
-    for c in concept.coding or []:
-        if c.code:
-            return str(c.code)
-    return "(no code)"
+    return "(no code)" if concept is None else observations.concept_text(concept)
 
 
 _YEAR, _MONTH = 365.25, 30.4375

@@ -150,7 +150,8 @@ def _concept_qualitative(concept: Any) -> str | None:
     return None
 
 
-def _concept_text(concept: Any) -> str:
+def concept_text(concept: Any) -> str:
+    """A CodeableConcept for people: its text, else a coding's display, else a code."""
     if concept.text:
         return str(concept.text)
     for c in concept.coding or []:
@@ -212,7 +213,7 @@ def read_value(element: Any) -> RawValue:
         return parse_number_text(str(element.valueString))
     if element.valueCodeableConcept is not None:
         concept = element.valueCodeableConcept
-        text = _concept_text(concept)
+        text = concept_text(concept)
         qual = _concept_qualitative(concept)
         return RawValue(text, qualitative=qual, problem=None if qual else "coded result not understood")
     if element.valueBoolean is not None:

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
 
-from cds.engine.record import MEDICATION_TYPES, SUBJECT_FIELD
+from cds.engine.record import MEDICATION_TYPES, READ_TYPES, SUBJECT_FIELD
 from cds.engine.timeutil import span
 from cds.errors import DataUnavailable, FhirServerError
 from cds.fhir.gateway import (
@@ -163,18 +163,7 @@ def _tokens(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(tokens)
 
 
-DEFAULT_TYPES = (
-    "Patient",
-    "Condition",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "MedicationDispense",
-    "Procedure",
-    "AllergyIntolerance",
-    "DiagnosticReport",
-)
+DEFAULT_TYPES = READ_TYPES  # every type the engine reads, in its order
 KEYS = {
     "Patient": "patient",
     "Condition": "conditions",
