@@ -78,3 +78,31 @@ def test_serve_with_two_workers_refuses_a_replay_whichever_worker_answers(
     tokens = [ehr.token() for _ in range(6)]
     assert [_hook(base, t).status_code for t in tokens] == [200] * 6
     assert [_hook(base, t).status_code for t in tokens] == [401] * 6
+
+
+def test_a_snooze_set_through_one_process_is_honoured_by_the_other(
+    tmp_path: Path, postgres_url: str, service_processes: ServiceProcesses
+) -> None:
+    ehr = FakeEhr()
+    first, second = service_processes.start(2, postgres_url, _env(tmp_path, ehr))
+    shown = _hook(first, ehr.token())
+    assert shown.status_code == 200, shown.text
+    [card] = shown.json()["cards"]
+    assert _hook(second, ehr.token()).json()["cards"], "before the dismissal, the other replica shows the card too"
+
+    feedback = {
+        "feedback": [
+            {"card": card["uuid"], "outcome": "overridden", "overrideReason": {"reason": {"code": "patient-declined"}}}
+        ]
+    }
+    posted = httpx.post(
+        first + SERVICE_PATH + "/feedback",
+        json=feedback,
+        headers={"Authorization": bearer(ehr.token(BASE + SERVICE_PATH + "/feedback"))},
+        timeout=30,
+    )
+    assert posted.status_code == 200, posted.text
+    for base in (second, first):
+        quiet = _hook(base, ehr.token())
+        assert quiet.status_code == 200, quiet.text
+        assert quiet.json()["cards"] == [], f"the card dismissed at one replica stays away at {base}"
