@@ -61,12 +61,14 @@ def trial_for(trial_id: str) -> Any:
 
 def export_plan(trial: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The resource types the trial reads (as the hook's prefetch, plus shared Medication) and the
-    `_typeFilter` queries that narrow them the same way (Observation codes)."""
-    from cds.service.prefetch import PATIENT_TOKEN, build_queries
+    `_typeFilter` queries that narrow them the same way (the hook's own queries: Observation codes
+    in the window, codes read over the whole record, categories read by text; several filters of one
+    type are OR-ed)."""
+    from cds.service.prefetch import PATIENT_TOKEN, queries_for
 
     types: list[str] = []
     filters: list[str] = []
-    for q in build_queries(trial.observation_codes):
+    for q in queries_for(trial):
         if q.resource_type not in types:
             types.append(q.resource_type)
         narrowing = [(n, v) for n, v in q.params if PATIENT_TOKEN not in v]

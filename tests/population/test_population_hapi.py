@@ -66,14 +66,14 @@ def test_group_export_of_the_fixtures_screens_like_cds_screen(
     assert code == 0, err.getvalue()
     population = {r["patient"]: r for r in map(json.loads, out.getvalue().splitlines())}
     expected = screened()
-    assert len(population) == len(expected) == len(FILES) == 102
+    assert len(population) == len(expected) == len(FILES) >= 102  # every fixture patient
     explained = compare_with_screen(population, expected, FILES, export_plan(trial_for("nct04582136"))[0])
     assert len(explained) < len(expected) // 10, explained
 
     store = PopulationStore(settings.database_url)
     (run,) = store.runs()
     assert run["status"] == "complete"
-    assert run["patients"] == 102
+    assert run["patients"] == len(FILES)
     verdicts = {f"Patient/{r['patient']}": r["verdict"] for r in store.results(run["id"])}
     assert verdicts == {pid: r["verdict"] for pid, r in expected.items()}
 

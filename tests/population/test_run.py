@@ -63,8 +63,10 @@ def test_export_plan_reads_what_the_hook_reads() -> None:
     assert types[0] == "Patient"
     assert "Observation" in types
     assert types[-1] == "Medication"
-    assert len(filters) == 1
-    assert filters[0].startswith("Observation?code=")
+    # the hook's own Observation queries: codes in the window, codes read over the whole record (SLICC
+    # tests), and the categories where a SLEDAI-2K total is recognised by its text
+    assert len(filters) == 3
+    assert [f.split("=", 1)[0] for f in filters] == ["Observation?code", "Observation?code", "Observation?category"]
 
 
 def test_unknown_trial_is_refused_by_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
