@@ -13,7 +13,7 @@ An item is read from the chart over a window (`window_days`; None: the whole rec
   `unknown`.
 
 Items are pure functions of the `Context` (no I/O, no clock); the value sets and cut-offs are data
-from the trial definition (see `cds.trials.nct04582136_sle_items`).
+from the trial definition (see `cds.trials.nct04582136.sle_items`).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ RENAL, HEMATOLOGIC, CONSTITUTIONAL = "renal", "hematologic", "constitutional"
 
 @dataclass(frozen=True)
 class SledaiData:
-    """The trial's codes for the lab-derivable descriptors (see `cds.trials.nct04582136_sle_items`)."""
+    """The trial's codes for the lab-derivable descriptors (see `cds.trials.nct04582136.sle_items`)."""
 
     rbc_casts: it.RangeTest
     urine_rbc: Analyte  # /[HPF]

@@ -32,7 +32,7 @@ CLINICAL, IMMUNOLOGIC = "clinical", "immunologic"
 
 @dataclass(frozen=True)
 class SliccData:
-    """The trial's codes and cut-offs for the 17 items (see `cds.trials.nct04582136_sle_items`)."""
+    """The trial's codes and cut-offs for the 17 items (see `cds.trials.nct04582136.sle_items`)."""
 
     acute_cutaneous: ValueSet
     chronic_cutaneous: ValueSet

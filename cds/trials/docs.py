@@ -38,28 +38,35 @@ def criteria_markdown(trial: Trial | None = None) -> str:
     for a in trial.analytes:
         if a.default_uln is not None:
             lines.append(f"| {a.name} | `{a.unit}` | {a.default_uln:g} |")
-    if trial.id == "NCT04582136":
-        lines += _terminology_lines()
+    lines += _terminology_lines(trial)
     lines.append("<!-- end of generated criteria table -->")
     return "\n".join(lines)
 
 
-def _terminology_lines() -> list[str]:
-    from cds.trials import terminology
-    from cds.trials.nct04582136 import UNVERIFIED_LEFT_OUT
+def _terminology_lines(trial: Trial) -> list[str]:
+    import importlib
 
+    from cds.trials import terminology
+
+    sets = terminology.value_sets_of(trial.id)
+    if sets is None:
+        return []
+    unverified: dict[str, str] = getattr(
+        importlib.import_module(f"cds.trials.{trial.id.lower()}"), "UNVERIFIED_LEFT_OUT", {}
+    )
     lines = [
         "",
-        f"ICD-10-CM value sets, expanded from the tabular list `{terminology.release()}` (PyPI `simple-icd-10-cm`; "
+        f"ICD-10-CM value sets, expanded from the tabular list `{sets.release()}` (PyPI `simple-icd-10-cm`; "
         "an item stands for the code and every code under it, `A-B` for a range of categories, `X~text` for the "
         "codes under X described by text):",
         "",
         "| value set | items | codes |",
         "|---|---|---|",
     ]
-    for name, items in terminology.ICD10CM_ITEMS.items():
+    for name, items in sets.items.items():
         shown = ", ".join(f"`{i}`" for i in items)
-        lines.append(f"| {name} | {_cell(shown)} | {len(terminology.icd10cm_codes(name))} |")
-    lines += ["", "Left out because no public source consulted confirmed them:", ""]
-    lines += [f"- {system}: {_cell(text)}" for system, text in UNVERIFIED_LEFT_OUT.items()]
+        lines.append(f"| {name} | {_cell(shown)} | {len(sets.codes(name))} |")
+    if unverified:
+        lines += ["", "Left out because no public source consulted confirmed them:", ""]
+        lines += [f"- {system}: {_cell(text)}" for system, text in unverified.items()]
     return lines

@@ -1,94 +1,90 @@
-"""NCT04582136's ICD-10-CM value sets: the items declared here, expanded from the maintained tabular list.
+"""ICD-10-CM value sets of every registered trial, expanded from the maintained tabular list.
 
-Each value set names ICD-10-CM items (see `cds.engine.icd10cm` for the syntax); the expansion to
-codes is done once by the PyPI package `simple-icd-10-cm` and committed as
-``nct04582136_icd10cm.json`` next to this file, which the trial reads at import::
+Each trial folder declares its ICD-10-CM items in ``terminology.py`` (see `cds.engine.icd10cm` for
+the item syntax) as an `Icd10cmValueSets`; the expansion to codes is done once by the PyPI package
+`simple-icd-10-cm` and committed as ``icd10cm.json`` next to it, which the trial reads at import::
 
-    python -m cds.trials.terminology          # regenerate after changing ICD10CM_ITEMS
-    python -m cds.trials.terminology --check  # exit 1 if the committed file is stale
+    python -m cds.trials.terminology          # regenerate every trial's expansion
+    python -m cds.trials.terminology --check  # exit 1 if a committed expansion is stale
 
-`tests/trials/test_terminology.py` checks the file against a fresh expansion and every item against
-the package, so a code that is not in ICD-10-CM (or a stale file) fails CI.
+`tests/trials/test_terminology.py` checks each file against a fresh expansion and every item
+against the package, so a code that is not in ICD-10-CM (or a stale file) fails CI.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import json
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cds.engine import icd10cm
 
-EXPANSION_FILE = Path(__file__).with_name("nct04582136_icd10cm.json")
 
-ICD10CM_ITEMS: dict[str, tuple[str, ...]] = {
-    # M32.1x SLE with organ involvement, M32.8 other forms, M32.9 unspecified
-    "sle": ("M32.1", "M32.8", "M32.9"),
-    # M32.0 drug-induced SLE -> review
-    "lupus-not-specific": ("M32.0",),
-    # L93 cutaneous lupus (discoid, subacute cutaneous, other local) -> not SLE
-    "lupus-cutaneous": ("L93",),
-    # RA (M05 seropositive, M06 other), dermato-/polymyositis M33, systemic sclerosis M34,
-    # Sjogren M35.0, other overlap syndromes (incl. MCTD) M35.1
-    "other-ctd": ("M05", "M06", "M33", "M34", "M35.0", "M35.1"),
-    # the pregnancy chapter O00-O9A; Z33.1 pregnant state incidental; Z33.3 pregnant state,
-    # gestational carrier; Z34 supervision of normal pregnancy; Z3A weeks of gestation
-    "pregnancy": ("O00-O9A", "Z33.1", "Z33.3", "Z34", "Z3A"),
-    # Z39.1 care and examination of lactating mother
-    "breastfeeding": ("Z39.1",),
-    # tuberculosis A15-A19 (ICD-10-CM has no A16), viral hepatitis B16-B19 (acute B, acute C,
-    # chronic, unspecified), sepsis A40/A41, severe sepsis R65.2
-    "infection-active": ("A15-A19", "B16-B19", "A40", "A41", "R65.2"),
-    # HIV disease B20 / asymptomatic HIV Z21; latent TB Z22.7 and a positive TST/IGRA without
-    # active TB R76.11/R76.12 -> review
-    "infection-review": ("B20", "Z21", "Z22.7", "R76.11", "R76.12"),
-    # emphysema J43, other COPD J44, asthma J45
-    "steroid-requiring": ("J43", "J44", "J45"),
-    # malignant neoplasms C00-C96 (includes C4A, C7A, C7B) and carcinoma in situ D00-D09
-    "malignant": ("C00-C96", "D00-D09"),
-    # lymphoid malignancies: Hodgkin C81, non-Hodgkin C82-C86 and C88, myeloma and plasma cell
-    # neoplasms C90, lymphoid leukaemia C91; post-transplant lymphoproliferative disorder D47.Z1
-    "lymphoproliferative": ("C81-C86", "C88", "C90", "C91", "D47.Z1"),
-    # allowed if treated/cured: basal and squamous cell carcinoma of skin, carcinoma in situ of
-    # skin D04, carcinoma in situ of the cervix D06
-    "malignancy-exceptions": ("C44~basal cell carcinoma", "C44~squamous cell carcinoma", "D04", "D06"),
-    # Z85 personal history of malignant neoplasm (dates usually not coded) -> review
-    "malignancy-history": ("Z85",),
-    # Z94.81 bone marrow transplant status, Z94.84 stem cells transplant status
-    "stem-cell-transplant": ("Z94.81", "Z94.84"),
-    # Z90.81 acquired absence of spleen
-    "splenectomy-history": ("Z90.81",),
-}
+@dataclass(frozen=True)
+class Icd10cmValueSets:
+    """One trial's ICD-10-CM value sets: the declared items and the committed expansion file."""
+
+    items: Mapping[str, tuple[str, ...]]
+    expansion_file: Path
+
+    @functools.cached_property
+    def _loaded(self) -> dict[str, frozenset[str]]:
+        return icd10cm.load_expansions(self.expansion_file, dict(self.items))
+
+    def codes(self, name: str) -> frozenset[str]:
+        """The ICD-10-CM codes of one declared value set (from the committed expansion)."""
+        return self._loaded[name]
+
+    def release(self) -> str:
+        """The ICD-10-CM release the committed expansion was made from."""
+        return str(json.loads(self.expansion_file.read_text(encoding="utf-8"))["release"])
+
+    def fresh_text(self) -> str:
+        return icd10cm.dumps(icd10cm.expansions(dict(self.items)))
+
+    def is_current(self) -> bool:
+        current = self.expansion_file.read_text(encoding="utf-8") if self.expansion_file.exists() else ""
+        return current == self.fresh_text()
+
+    def write(self) -> None:
+        self.expansion_file.write_text(self.fresh_text(), encoding="utf-8")
 
 
-@functools.cache
-def _loaded() -> dict[str, frozenset[str]]:
-    return icd10cm.load_expansions(EXPANSION_FILE, ICD10CM_ITEMS)
+def value_sets_of(trial_id: str) -> Icd10cmValueSets | None:
+    """A registered trial's ICD-10-CM value sets (None: the trial declares none)."""
+    from cds.trials import normalize
+
+    try:
+        module = importlib.import_module(f"cds.trials.{normalize(trial_id)}.terminology")
+    except ModuleNotFoundError:
+        return None
+    sets: Icd10cmValueSets = module.VALUE_SETS
+    return sets
 
 
-def release() -> str:
-    """The ICD-10-CM release the committed expansion was made from."""
-    import json
+def all_value_sets() -> dict[str, Icd10cmValueSets]:
+    from cds.trials import REGISTERED
 
-    return str(json.loads(EXPANSION_FILE.read_text(encoding="utf-8"))["release"])
-
-
-def icd10cm_codes(name: str) -> frozenset[str]:
-    """The ICD-10-CM codes of one declared value set (from the committed expansion)."""
-    return _loaded()[name]
+    return {t: vs for t in REGISTERED if (vs := value_sets_of(t)) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    text = icd10cm.dumps(icd10cm.expansions(ICD10CM_ITEMS))
-    if "--check" in args:
-        current = EXPANSION_FILE.read_text(encoding="utf-8") if EXPANSION_FILE.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{EXPANSION_FILE.name} is stale: run python -m cds.trials.terminology\n")
-            return 1
-        return 0
-    EXPANSION_FILE.write_text(text, encoding="utf-8")
-    return 0
+    status = 0
+    for trial_id, sets in all_value_sets().items():
+        if "--check" in args:
+            if not sets.is_current():
+                sys.stderr.write(
+                    f"{trial_id}: {sets.expansion_file.name} is stale: run python -m cds.trials.terminology\n"
+                )
+                status = 1
+        else:
+            sets.write()
+    return status
 
 
 if __name__ == "__main__":

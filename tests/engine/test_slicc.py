@@ -15,7 +15,7 @@ from cds.engine.rules import Context
 from cds.engine.slicc import breakdown, classify, slicc_items
 from cds.engine.trial import set_strict
 from cds.trials.nct04582136 import TRIAL
-from cds.trials.nct04582136_sle_items import SLICC
+from cds.trials.nct04582136.sle_items import SLICC
 from tests.engine import builders as b
 
 MET, NOT, UNK = Status.MET, Status.NOT_MET, Status.UNKNOWN

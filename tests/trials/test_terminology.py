@@ -12,6 +12,7 @@ from cds.engine.definition import ICD10CM, ValueSet
 from cds.engine.model import Status
 from cds.trials import terminology
 from cds.trials.nct04582136 import TRIAL
+from cds.trials.nct04582136.terminology import VALUE_SETS
 from tests.engine import builders as b
 from tests.trials.test_nct04582136 import all_codes
 
@@ -21,7 +22,7 @@ def test_committed_expansion_equals_a_fresh_expansion_from_the_package() -> None
 
 
 def test_every_declared_icd10cm_item_is_valid_in_the_tabular_list() -> None:
-    for name, items in terminology.ICD10CM_ITEMS.items():
+    for name, items in VALUE_SETS.items.items():
         for item in items:
             assert icd10cm.expand_item(item), (name, item)
 
@@ -49,7 +50,7 @@ def test_every_icd10cm_code_the_trial_matches_is_a_code_of_the_tabular_list() ->
     ],
 )
 def test_blocks_are_expanded_from_the_hierarchy(name: str, inside: list[str], outside: list[str]) -> None:
-    codes = terminology.icd10cm_codes(name)
+    codes = VALUE_SETS.codes(name)
     for code in inside:
         assert code in codes, code
     for code in outside:

@@ -55,8 +55,8 @@ from cds.engine.rules import (
 from cds.engine.sledai import DerivedClinicalSledai
 from cds.engine.slicc import SliccDiagnosis
 from cds.engine.trial import Criterion, Trial
-from cds.trials import nct04582136_sle_items as sle_items
-from cds.trials.terminology import icd10cm_codes
+from cds.trials.nct04582136 import sle_items
+from cds.trials.nct04582136.terminology import icd10cm_codes
 
 LOCAL_ACTIVITY_SYSTEM = "https://github.com/nct04582136-cds/CodeSystem/disease-activity"
 
