@@ -14,11 +14,12 @@
 * ``excluded`` → no card, unless ``show_excluded`` asks for a quiet "not a candidate" info card
   (same detail and report, no suggestion) - **or the exclusion is not settled**: when some data
   could not be read (``report.incomplete``) or some records were unusable (invalid FHIR, in
-  ``report.data_issues``), the exclusion stands only if at least one failing criterion rests solely
-  on data of types that were read completely (the resource types named by its evidence). Otherwise
-  the patient might be a candidate whose deciding record is exactly the one that was not read, so
-  the excluded card is shown, its summary saying "not a candidate on the data read — data
-  incomplete" and its detail naming what could not be read. A FHIR failure never looks like a
+  ``report.data_issues``), the exclusion stands only if at least one failing criterion depends
+  solely on resource types that were read completely (decided by the engine from typed facts:
+  `Report.exclusion_settled`, never from wording). Otherwise the patient might be a candidate whose
+  deciding record is exactly the one that was not read, so the excluded card is shown, its summary
+  saying "not a candidate on the data read — data incomplete" and its detail naming what could not
+  be read. A FHIR failure never looks like a
   silent "not a candidate".
 
 ``isRecommended`` is false: the prescreen cannot establish eligibility, and an EHR may pre-select
@@ -28,7 +29,6 @@ patient.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,46 +81,9 @@ FLAG_LABELS = {
 }
 
 
-_TYPE_NAMES = re.compile(r"\b(" + "|".join(sorted(TYPE_LABELS, key=len, reverse=True)) + r")\b")
-
-
-def evidence_types(result: CriterionResult) -> set[str]:
-    """FHIR resource types named by a result's evidence references (``Observation/x``, "searched Condition")."""
-    found: set[str] = set()
-    for ev in result.evidence:
-        found.update(_TYPE_NAMES.findall(ev.reference))
-    return found
-
-
-def doubtful_types(report: Report) -> set[str] | None:
-    """Types whose data is not complete: unread/truncated ones, and ones with records that were not
-    valid FHIR (they may have held the deciding fact). None: anything may be doubtful."""
-    doubtful = set(report.incomplete)
-    for issue in report.data_issues:
-        if issue.problem.startswith("not valid FHIR"):
-            doubtful.update(_TYPE_NAMES.findall(issue.reference) or ["?"])
-        elif issue.problem == "not a JSON object":
-            return None
-    return doubtful
-
-
-def exclusion_settled(report: Report) -> bool:
-    """True if some failing criterion rests only on completely read data (see the module doc)."""
-    doubtful = doubtful_types(report)
-    if doubtful is None:
-        return False
-    if not doubtful:
-        return True
-    for result in report.criteria:
-        if result.fails:
-            types = evidence_types(result)
-            if types and not types & doubtful:
-                return True
-    return False
-
-
 def _unsettled(report: Report) -> bool:
-    return report.verdict is Verdict.EXCLUDED and not exclusion_settled(report)
+    """An excluded patient whose exclusion may rest on data not read (`Report.exclusion_settled`)."""
+    return report.verdict is Verdict.EXCLUDED and not report.exclusion_settled
 
 
 def _new_uuid() -> str:

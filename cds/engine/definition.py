@@ -203,14 +203,13 @@ class DrugClass:
 
 @dataclass(frozen=True)
 class Policy:
-    """Windows (days), defaults and policy switches. Every value is a documented choice."""
+    """Site policy switches and defaults the rules share. Every value is a documented choice.
 
-    serology_window_days: int = 30
-    safety_lab_window_days: int = 30
-    sledai_window_days: int = 30
-    pregnancy_test_window_days: int = 7
-    infection_activity_days: int = 90
-    anti_infective_window_days: int = 14
+    Windows, thresholds and value sets are not here: each rule takes its own as constructor
+    parameters, set by the trial definition, and declares what it reads (`cds.engine.reads`), from
+    which the trial derives its Observation look-back, prefetch and queries.
+    """
+
     # A medication list counts as complete enough to infer "not taking" when any medication record
     # was active or recorded within this many days of the as-of date.
     med_list_recent_days: int = 90
@@ -230,18 +229,3 @@ class Policy:
         (OBSERVATION_CATEGORY, "survey"),
         (OBSERVATION_CATEGORY, "exam"),
     )
-
-    @property
-    def observation_lookback_days(self) -> int:
-        """How far back any criterion reads Observations: the longest Observation window.
-
-        Every rule that reads Observations reads them through one of these windows (ending on the
-        as-of date), so an Observation dated before ``as_of - observation_lookback_days`` can
-        never change a result. A new rule reading older Observations must add its window here.
-        """
-        return max(
-            self.serology_window_days,
-            self.safety_lab_window_days,
-            self.sledai_window_days,
-            self.pregnancy_test_window_days,
-        )

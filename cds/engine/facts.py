@@ -376,7 +376,7 @@ def _instant_of(value: Any) -> tuple[date, datetime] | None:
     return s.latest, datetime(s.latest.year, s.latest.month, s.latest.day, tzinfo=UTC)
 
 
-def _obs_time(o: Any) -> tuple[date, datetime] | None:
+def obs_time(o: Any) -> tuple[date, datetime] | None:
     """When a result applies: effective[x] (a period's end), else `issued`."""
     for v in (o.effectiveDateTime, o.effectiveInstant):
         if v is not None:
@@ -388,8 +388,8 @@ def _obs_time(o: Any) -> tuple[date, datetime] | None:
     return None
 
 
-def _obs_date(o: Any) -> date | None:
-    t = _obs_time(o)
+def obs_date(o: Any) -> date | None:
+    t = obs_time(o)
     return t[0] if t else None
 
 
@@ -559,7 +559,7 @@ def lab_values(
         link = reports.get(ref)
         if link is not None and link.status in _REPORT_WITHDRAWN:
             continue
-        t = _obs_time(o) or (link.time if link is not None else None)
+        t = obs_time(o) or (link.time if link is not None else None)
         if t is None:
             continue
         when, instant = t

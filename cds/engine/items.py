@@ -280,7 +280,7 @@ def range_results(ctx: Context, codes: ValueSet, window_days: int | None) -> lis
         link = reports.get(ref)
         if link is not None and link.status == "entered-in-error":
             continue
-        t = facts._obs_time(o) or (link.time if link is not None else None)
+        t = facts.obs_time(o) or (link.time if link is not None else None)
         if t is None or t[0] > ctx.as_of or t[0] < start:
             continue
         if codes.match(o.code) is not None:

@@ -114,6 +114,9 @@ class CriterionResult:
     title: str = ""
     settleable: bool = True  # False only for criteria no data can settle (investigator judgment)
     items: tuple[ItemResult, ...] = ()  # computed items behind the result (SLICC, SLEDAI), if any
+    # The resource types the criterion's rule reads (its declared reads: `Trial.reads_of`), sorted.
+    # Empty: not known (a result built by hand), never "depends on nothing".
+    depends_on: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -143,15 +146,54 @@ class CriterionResult:
         return self.status is Status.NOT_MET
 
 
+class DataIssueKind(enum.StrEnum):
+    """Why a record that was present was not used (`cds.engine.record.build_record`)."""
+
+    NOT_JSON_OBJECT = "not_json_object"  # not a JSON object: its type, hence what it held, is unknown
+    UNSUPPORTED_TYPE = "unsupported_type"  # a resource type no criterion reads
+    WRONG_PATIENT = "wrong_patient"  # about another patient (or no patient reference)
+    INVALID_FHIR = "invalid_fhir"  # a type the criteria read, but not valid FHIR R4: it may hold a deciding fact
+
+
+MEDICATION_TYPES = frozenset(
+    {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
+)
+# Types read only through others: a Medication is the target of the medication resources'
+# medicationReference, so an unusable Medication makes them doubtful.
+READ_THROUGH: dict[str, frozenset[str]] = {"Medication": MEDICATION_TYPES}
+
+
 @dataclass(frozen=True, slots=True)
 class DataIssue:
-    """A record that was present but not used (invalid, wrong patient, wrong type...)."""
+    """A record that was present but not used (invalid, wrong patient, wrong type...).
+
+    `kind` says why, `resource_type` which type it concerns (None: not known, e.g. not a JSON
+    object); `problem` is wording for people only: nothing decides on it.
+    """
 
     reference: str
     problem: str
+    kind: DataIssueKind
+    resource_type: str | None = None
+
+    @property
+    def doubtful_types(self) -> frozenset[str] | None:
+        """The resource types whose data this issue makes incomplete: those of a record that should
+        have been read but could not be (invalid FHIR); nothing for records that were not this
+        patient's or of a type nothing reads; None when it could be any type (not a JSON object)."""
+        if self.kind is DataIssueKind.NOT_JSON_OBJECT:
+            return None
+        if self.kind is DataIssueKind.INVALID_FHIR:
+            if self.resource_type is None:
+                return None
+            return frozenset({self.resource_type}) | READ_THROUGH.get(self.resource_type, frozenset())
+        return frozenset()
 
     def to_json(self) -> dict[str, str]:
-        return {"reference": self.reference, "problem": self.problem}
+        out = {"reference": self.reference, "problem": self.problem, "kind": self.kind.value}
+        if self.resource_type is not None:
+            out["resourceType"] = self.resource_type
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +208,36 @@ class Report:
     @property
     def verdict(self) -> Verdict:
         return verdict_of(self.criteria)
+
+    @property
+    def doubtful_types(self) -> frozenset[str] | None:
+        """The resource types whose data is not complete: those that could not be read
+        (`incomplete`), and those with records that should have been read but were unusable
+        (`DataIssue.doubtful_types`). None: any type may be doubtful."""
+        doubtful = set(self.incomplete)
+        for issue in self.data_issues:
+            types = issue.doubtful_types
+            if types is None:
+                return None
+            doubtful |= types
+        return frozenset(doubtful)
+
+    @property
+    def exclusion_settled(self) -> bool:
+        """Does the exclusion stand whatever the data that was not read or not usable held?
+
+        True when no data is doubtful, or when some failing criterion depends only on resource
+        types read completely (its `depends_on`, from the rule's declared reads). A failing criterion
+        whose dependencies are not known settles nothing while anything is doubtful. Decided from
+        these typed facts only, never from evidence or message wording. Only meaningful for an
+        `excluded` verdict.
+        """
+        doubtful = self.doubtful_types
+        if doubtful is None:
+            return False
+        if not doubtful:
+            return True
+        return any(r.fails and r.depends_on and not set(r.depends_on) & doubtful for r in self.criteria)
 
     def by_id(self, criterion_id: str) -> CriterionResult:
         for c in self.criteria:

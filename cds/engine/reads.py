@@ -9,8 +9,10 @@ FHIR fallback queries (`cds.service.prefetch.queries_for`), and the engine's own
 only the Observations those queries can return, so `cds screen` on a file and the hook over HTTP
 read the same data.
 
-Every rule type in `cds.engine.rules` is registered here; an unregistered rule raises `TypeError`
-(and a test checks each rule type has a declaration).
+Every rule type in `cds.engine.rules` is registered here; a disease package registers its own rules
+next to them (e.g. `cds.trials.lupus`) with `@reads.register` and the helpers below (`types`,
+`medications`, `observations`, `labs`, `observation_codes_of`). An unregistered rule raises
+`TypeError` (and a test checks each rule type has a declaration).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from cds.engine.rules import (
     AlwaysReview,
     AntiInfectiveTreatment,
     AnyOf,
-    ClinicalSledai,
     CodedDiagnosis,
     ConditionPresent,
     DiagnosisAge,
@@ -38,14 +39,10 @@ from cds.engine.rules import (
     Malignancy,
     Pregnancy,
     RecentSurgery,
-    RenalSeverity,
-    Serology,
     StableRegimen,
     SteroidDoseAbove,
     SteroidRequiringCondition,
 )
-from cds.engine.sledai import DerivedClinicalSledai
-from cds.engine.slicc import SliccDiagnosis
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,14 @@ class Read:
     lookback_days: int | None = None
 
 
-def _types(*types: str) -> tuple[Read, ...]:
-    return tuple(Read(t) for t in types)
+def types(*resource_types: str) -> tuple[Read, ...]:
+    """Whole resource types, read at any date."""
+    return tuple(Read(t) for t in resource_types)
 
 
-def _medications() -> tuple[Read, ...]:
-    return _types(*sorted(MEDICATION_TYPES))
+def medications() -> tuple[Read, ...]:
+    """Every medication resource type."""
+    return types(*sorted(MEDICATION_TYPES))
 
 
 def observations(vs: ValueSet, days: int, policy: Policy) -> Read:
@@ -81,7 +80,7 @@ def observations(vs: ValueSet, days: int, policy: Policy) -> Read:
     )
 
 
-def _labs(analytes: Iterable[Analyte], days: int, policy: Policy) -> tuple[Read, ...]:
+def labs(analytes: Iterable[Analyte], days: int, policy: Policy) -> tuple[Read, ...]:
     """Lab results in the window, and the DiagnosticReports that list them (a report entered in
     error withdraws its results)."""
     return (
@@ -107,53 +106,35 @@ def _(rule: AlwaysReview, policy: Policy) -> tuple[Read, ...]:
 
 @reads.register
 def _(rule: AgeRange, policy: Policy) -> tuple[Read, ...]:
-    return _types("Patient")
+    return types("Patient")
 
 
 @reads.register(CodedDiagnosis)
 @reads.register(DiagnosisAge)
 @reads.register(Malignancy)
 def _(rule: object, policy: Policy) -> tuple[Read, ...]:
-    return _types("Patient", "Condition")
+    return types("Patient", "Condition")
 
 
 @reads.register
 def _(rule: ConditionPresent, policy: Policy) -> tuple[Read, ...]:
-    return _types("Condition", "Procedure") if rule.also_procedures is not None else _types("Condition")
+    return types("Condition", "Procedure") if rule.also_procedures is not None else types("Condition")
 
 
 @reads.register
 def _(rule: LabTest, policy: Policy) -> tuple[Read, ...]:
-    return _labs((rule.analyte,), rule._window_days(policy), policy)
-
-
-@reads.register
-def _(rule: Serology, policy: Policy) -> tuple[Read, ...]:
-    return _labs((rule.dsdna, rule.c3), policy.serology_window_days, policy)
-
-
-@reads.register
-def _(rule: ClinicalSledai, policy: Policy) -> tuple[Read, ...]:
-    days = policy.sledai_window_days
-    score = rule.score | ValueSet.of("SLEDAI-2K site codes", policy.sledai_local_codes)
-    return (observations(score, days, policy), *_labs((*rule.dsdna, *rule.complement), days, policy))
-
-
-@reads.register
-def _(rule: RenalSeverity, policy: Policy) -> tuple[Read, ...]:
-    analytes = (rule.protein_24h, rule.upcr, rule.egfr, rule.creatinine)
-    return (*_types("Patient"), *_labs(analytes, policy.safety_lab_window_days, policy))
+    return labs((rule.analyte,), rule.window_days, policy)
 
 
 @reads.register
 def _(rule: Pregnancy, policy: Policy) -> tuple[Read, ...]:
-    return (*_types("Patient", "Condition"), *_labs((rule.tests,), policy.pregnancy_test_window_days, policy))
+    return (*types("Patient", "Condition"), *labs((rule.tests,), rule.window_days, policy))
 
 
 def _drug_reads(rule: DrugExposure) -> tuple[Read, ...]:
-    extra = _types("AllergyIntolerance") if rule.allergy is not None else ()
-    extra += _types("Procedure") if rule.review_procedures is not None else ()
-    return (*_medications(), *extra)
+    extra = types("AllergyIntolerance") if rule.allergy is not None else ()
+    extra += types("Procedure") if rule.review_procedures is not None else ()
+    return (*medications(), *extra)
 
 
 @reads.register
@@ -164,11 +145,12 @@ def _(rule: DrugExposure, policy: Policy) -> tuple[Read, ...]:
 @reads.register
 def _(rule: AntiInfectiveTreatment, policy: Policy) -> tuple[Read, ...]:
     # the infections recorded decide treatment vs prophylaxis
-    return (*_drug_reads(rule), *(_types("Condition") if rule.infections is not None else ()))
+    return (*_drug_reads(rule), *(types("Condition") if rule.infections is not None else ()))
 
 
-def _observation_codes_of(data: object) -> frozenset[tuple[str, str]]:
-    """Every Observation code a SLICC / SLEDAI data table names (its analytes and range tests)."""
+def observation_codes_of(data: object) -> frozenset[tuple[str, str]]:
+    """Every Observation code a data table of items names (its analytes and range tests), e.g. the
+    SLICC 2012 and SLEDAI-2K tables of `cds.trials.lupus`."""
     codes: set[tuple[str, str]] = set()
     for f in dataclasses.fields(data):  # type: ignore[arg-type]
         value = getattr(data, f.name)
@@ -180,30 +162,17 @@ def _observation_codes_of(data: object) -> frozenset[tuple[str, str]]:
     return frozenset(codes)
 
 
-@reads.register
-def _(rule: SliccDiagnosis, policy: Policy) -> tuple[Read, ...]:
-    # SLICC items are cumulative over the record: their tests are read whatever their date
-    history = Read("Observation", codes=_observation_codes_of(rule.data), lookback_days=None)
-    return (*reads(rule.coded, policy), *_types("Condition"), history)
-
-
-@reads.register
-def _(rule: DerivedClinicalSledai, policy: Policy) -> tuple[Read, ...]:
-    window = Read("Observation", codes=_observation_codes_of(rule.data), lookback_days=policy.sledai_window_days)
-    return (*reads(rule.recorded, policy), window)
-
-
 @reads.register(SteroidDoseAbove)
 @reads.register(StableRegimen)
 def _(rule: object, policy: Policy) -> tuple[Read, ...]:
-    return _medications()
+    return medications()
 
 
 @reads.register
 def _(rule: SteroidRequiringCondition, policy: Policy) -> tuple[Read, ...]:
-    return (*_types("Condition"), *_medications())
+    return (*types("Condition"), *medications())
 
 
 @reads.register
 def _(rule: RecentSurgery, policy: Policy) -> tuple[Read, ...]:
-    return _types("Procedure")
+    return types("Procedure")

@@ -15,7 +15,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from cds.engine.model import DataIssue
+from cds.engine.model import MEDICATION_TYPES as MEDICATION_TYPES  # the medication resource types
+from cds.engine.model import DataIssue, DataIssueKind
 
 READ_TYPES: tuple[str, ...] = (
     "Patient",
@@ -34,9 +35,6 @@ READ_TYPES: tuple[str, ...] = (
 OPTIONAL_TYPES: tuple[str, ...] = ("QuestionnaireResponse",)
 # Medication resources are read only as the target of a medicationReference.
 AUX_TYPES: tuple[str, ...] = ("Medication",)
-MEDICATION_TYPES = frozenset(
-    {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
-)
 
 # Where each resource type points at its patient (also used to check prefetch).
 SUBJECT_FIELD = {
@@ -122,19 +120,28 @@ def build_record(
     present: set[str] = set()
     for raw in resources:
         if not isinstance(raw, Mapping):
-            record.issues.append(DataIssue("Resource/(not an object)", "not a JSON object"))
+            record.issues.append(
+                DataIssue("Resource/(not an object)", "not a JSON object", DataIssueKind.NOT_JSON_OBJECT)
+            )
             continue
         rtype = raw.get("resourceType")
         if rtype not in READ_TYPES and rtype not in AUX_TYPES and rtype not in OPTIONAL_TYPES:
-            record.issues.append(DataIssue(_ref_of(raw), "resource type not read by this service"))
+            unsupported = rtype if isinstance(rtype, str) and rtype.isascii() and len(rtype) < 64 else None
+            record.issues.append(
+                DataIssue(
+                    _ref_of(raw), "resource type not read by this service", DataIssueKind.UNSUPPORTED_TYPE, unsupported
+                )
+            )
             continue
         assert isinstance(rtype, str)
         if rtype == "Patient":
             if raw.get("id") != patient_id:
-                record.issues.append(DataIssue(_ref_of(raw), "Patient resource for another patient"))
+                record.issues.append(
+                    DataIssue(_ref_of(raw), "Patient resource for another patient", DataIssueKind.WRONG_PATIENT, rtype)
+                )
                 continue
         elif rtype != "Medication" and not _patient_ref_matches(raw, rtype, patient_id):
-            record.issues.append(DataIssue(_ref_of(raw), "not about this patient"))
+            record.issues.append(DataIssue(_ref_of(raw), "not about this patient", DataIssueKind.WRONG_PATIENT, rtype))
             continue
         present.add(rtype)
         if keep is not None and not keep(rtype, raw):
@@ -142,10 +149,14 @@ def build_record(
         try:
             model = get_fhir_model_class(rtype).model_validate(raw)
         except ValidationError as err:
-            record.issues.append(DataIssue(_ref_of(raw), _validation_problem(rtype, err)))
+            record.issues.append(
+                DataIssue(_ref_of(raw), _validation_problem(rtype, err), DataIssueKind.INVALID_FHIR, rtype)
+            )
             continue
         except (TypeError, ValueError, RecursionError):
-            record.issues.append(DataIssue(_ref_of(raw), f"not valid FHIR R4 {rtype}"))
+            record.issues.append(
+                DataIssue(_ref_of(raw), f"not valid FHIR R4 {rtype}", DataIssueKind.INVALID_FHIR, rtype)
+            )
             continue
         if rtype == "Patient":
             record.patient = model

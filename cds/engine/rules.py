@@ -16,11 +16,11 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from typing import Any, Protocol
 
-from cds.engine import facts, observations
+from cds.engine import facts
 from cds.engine.definition import (
     SYSTEMIC_ROUTES,
     Analyte,
@@ -44,6 +44,9 @@ class Outcome:
     reason: str
     evidence: tuple[Evidence, ...] = ()
     items: tuple[ItemResult, ...] = ()  # computed items (SLICC, SLEDAI) shown with the result
+    # The resource types this outcome rests on, when a rule knows them to be fewer than its declared
+    # reads (e.g. "no such diagnosis coded" rests on Conditions only); None: the declared reads.
+    depends_on: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -127,12 +130,19 @@ class Rule(Protocol):
     def evaluate(self, ctx: Context) -> Outcome: ...
 
 
-def _searched(ctx: Context, *types: str) -> Evidence | None:
+def missing_types(ctx: Context, *types: str) -> Evidence | None:
     """None when all types were searched, else evidence naming what was missing."""
     missing = [t for t in types if t not in ctx.record.searched]
     if not missing:
         return None
     return Evidence(", ".join(missing), "data not available (not searched or could not be read)")
+
+
+def declared_types(rule: Rule, policy: Policy) -> tuple[str, ...]:
+    """The resource types a rule declares it reads (`cds.engine.reads`), sorted."""
+    from cds.engine.reads import reads  # it declares the reads of the rules below: imported on use
+
+    return tuple(sorted({r.resource_type for r in reads(rule, policy)}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +160,18 @@ class AnyOf:
         outcomes = [p.evaluate(ctx) for p in self.parts]
         met = [o for o in outcomes if o.status is MET]
         if met:
-            return Outcome(MET, "; ".join(o.reason for o in met), tuple(e for o in met for e in o.evidence))
+            rests_on = {
+                t
+                for part, o in zip(self.parts, outcomes, strict=True)
+                if o.status is MET
+                for t in (o.depends_on if o.depends_on is not None else declared_types(part, ctx.policy))
+            }
+            return Outcome(
+                MET,
+                "; ".join(o.reason for o in met),
+                tuple(e for o in met for e in o.evidence),
+                depends_on=tuple(sorted(rests_on)),
+            )
         unknown = [o for o in outcomes if o.status is UNKNOWN]
         evidence = tuple(e for o in outcomes for e in o.evidence)
         if unknown:
@@ -217,13 +238,19 @@ class CodedDiagnosis:
     """A required diagnosis: `confirmed` codes -> met; `review` codes only -> unknown; none -> not_met."""
 
     confirmed: ValueSet
-    review: ValueSet  # related codes that do not prove the diagnosis (e.g. generic lupus)
-    not_sufficient: ValueSet  # related codes that are definitely not the diagnosis (cutaneous only)
+    review: ValueSet  # related codes that do not prove the diagnosis (sent to review)
+    not_sufficient: ValueSet  # related codes that are definitely not the diagnosis
     label: str
     review_counts_when: Callable[[Policy], bool] = lambda _p: False
+    # The trial's wording of "only `review` codes" and "only `not_sufficient` codes".
+    review_only: str = "only a non-specific or secondary code"
+    not_sufficient_only: str = "only a related code that is not the diagnosis"
 
     def evaluate(self, ctx: Context) -> Outcome:
-        if (missing := _searched(ctx, "Condition")) is not None:
+        return replace(self._evaluate(ctx), depends_on=("Condition",))  # coded diagnoses only
+
+    def _evaluate(self, ctx: Context) -> Outcome:
+        if (missing := missing_types(ctx, "Condition")) is not None:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
         coded = ctx.conditions(self.confirmed)
         confirmed = [c for c in coded if not c.unconfirmed]
@@ -235,7 +262,7 @@ class CodedDiagnosis:
             ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in coded + review)
             if self.review_counts_when(ctx.policy) and any(not c.unconfirmed for c in review):
                 return Outcome(MET, f"generic code accepted as {self.label} by configuration", ev)
-            return Outcome(UNKNOWN, f"only a non-specific or secondary lupus code: {self.label} not confirmed", ev)
+            return Outcome(UNKNOWN, f"{self.review_only}: {self.label} not confirmed", ev)
         if coded:
             ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in coded)
             return Outcome(
@@ -244,7 +271,7 @@ class CodedDiagnosis:
         other = ctx.conditions(self.not_sufficient)
         if other:
             ev = tuple(c.evidence() for c in other)
-            return Outcome(NOT_MET, f"only cutaneous or other non-systemic lupus coded, no {self.label}", ev)
+            return Outcome(NOT_MET, f"{self.not_sufficient_only}, no {self.label}", ev)
         return Outcome(
             NOT_MET,
             f"no {self.label} diagnosis recorded",
@@ -257,12 +284,12 @@ class DiagnosisAge:
     """The earliest qualifying diagnosis is at least `months` calendar months before the as-of date."""
 
     diagnosis: ValueSet
-    fallback: ValueSet  # codes evaluated when the diagnosis itself is unknown (generic lupus)
+    fallback: ValueSet  # codes evaluated when the diagnosis itself is unknown (non-specific codes)
     months: int
     label: str
 
     def evaluate(self, ctx: Context) -> Outcome:
-        if (missing := _searched(ctx, "Condition")) is not None:
+        if (missing := missing_types(ctx, "Condition")) is not None:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
         conds = ctx.conditions(self.diagnosis) or ctx.conditions(self.fallback)
         if not conds:
@@ -367,7 +394,7 @@ class ConditionPresent:
                 elif all(c.clinical_status == "remission" for c in review) and self.mode == "concomitant":
                     reason = f"{self.label} in remission: whether it is concomitant needs review"
                 return Outcome(UNKNOWN, reason, tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in review))
-        if (missing := _searched(ctx, *types)) is not None:
+        if (missing := missing_types(ctx, *types)) is not None:
             return Outcome(UNKNOWN, f"cannot rule out {self.label}: data not available", (missing,))
         if self.mode == "concomitant" and "Condition" in ctx.record.searched:
             past = ctx.conditions(self.vs)
@@ -398,7 +425,7 @@ class Malignancy:
     years: int
 
     def evaluate(self, ctx: Context) -> Outcome:
-        if (missing := _searched(ctx, "Condition")) is not None:
+        if (missing := missing_types(ctx, "Condition")) is not None:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
         cutoff = add_years(ctx.as_of, -self.years)
         exc_refs = {c.ref for c in ctx.conditions(self.exceptions)}
@@ -456,22 +483,15 @@ class Malignancy:
 class LabTest:
     """One analyte compared with a threshold, absolute or as a multiple of ULN/LLN.
 
-    Uses the most recent usable result in the window. `relative_to` is "uln" or "lln" (threshold
+    Uses the most recent usable result in the last `window_days` days. `relative_to` is "uln" or "lln" (threshold
     is then a multiple), or None (threshold in analyte.unit). Result `met` means `value op threshold`.
     """
 
     analyte: Analyte
     op: str
     threshold: float
-    window: str = "safety"  # "safety" | "serology" | "sledai"
+    window_days: int  # results dated within this many days before the as-of date (both ends included)
     relative_to: str | None = None
-
-    def _window_days(self, policy: Policy) -> int:
-        return {
-            "safety": policy.safety_lab_window_days,
-            "serology": policy.serology_window_days,
-            "sledai": policy.sledai_window_days,
-        }[self.window]
 
     def describe(self) -> str:
         if self.relative_to:
@@ -479,8 +499,8 @@ class LabTest:
         return f"{self.analyte.name} {self.op} {fmt(self.threshold)} {self.analyte.unit}"
 
     def evaluate(self, ctx: Context) -> Outcome:
-        days = self._window_days(ctx.policy)
-        if (missing := _searched(ctx, "Observation")) is not None:
+        days = self.window_days
+        if (missing := missing_types(ctx, "Observation")) is not None:
             return Outcome(UNKNOWN, f"{self.analyte.name}: observations not available", (missing,))
         results = ctx.labs(self.analyte, days)
         if not results:
@@ -536,205 +556,6 @@ class LabTest:
         return Outcome(MET if decided else NOT_MET, f"{desc} on {latest.when} {verb} {self.describe()}", ev)
 
 
-@dataclass(frozen=True)
-class Serology:
-    """Inclusion: anti-dsDNA > threshold (IU only) OR C3 < threshold; both negative -> not_met."""
-
-    dsdna: Analyte
-    dsdna_threshold: float
-    c3: Analyte
-    c3_threshold: float
-
-    def evaluate(self, ctx: Context) -> Outcome:
-        a = LabTest(self.dsdna, ">", self.dsdna_threshold, window="serology").evaluate(ctx)
-        b = LabTest(self.c3, "<", self.c3_threshold, window="serology").evaluate(ctx)
-        ev = a.evidence + b.evidence
-        if MET in (a.status, b.status):
-            pos = [o.reason for o in (a, b) if o.status is MET]
-            return Outcome(MET, "serologically active: " + "; ".join(pos), ev)
-        if a.status is NOT_MET and b.status is NOT_MET:
-            return Outcome(NOT_MET, "not serologically active: " + a.reason + "; " + b.reason, ev)
-        return Outcome(UNKNOWN, "serology not settled: " + "; ".join(o.reason for o in (a, b)), ev)
-
-
-@dataclass(frozen=True)
-class ClinicalSledai:
-    """Clinical SLEDAI-2K (total minus the anti-dsDNA and low-complement items) >= threshold.
-
-    Reads a recorded SLEDAI-2K total. The two serology items add at most `serology_max` points:
-    total >= threshold + serology_max -> met; total < threshold -> not_met; in between, the
-    serology points are computed from dsDNA (above the lab's ULN) and C3/C4 (below LLN) in the
-    window; if they cannot be determined -> unknown.
-    """
-
-    score: ValueSet
-    threshold: int
-    serology_max: int
-    dsdna: tuple[Analyte, ...]
-    complement: tuple[Analyte, ...]
-
-    def _scores(self, ctx: Context) -> list[tuple[str, date, float, str]]:
-        days = ctx.policy.sledai_window_days
-        local = ValueSet.of("SLEDAI local", ctx.policy.sledai_local_codes)
-        out: list[tuple[str, date, float, str, tuple[date, datetime] | None]] = []
-        for o in ctx.record.of("Observation"):
-            if o.status not in ("final", "amended", "corrected"):
-                continue
-            if self.score.match(o.code) is None and local.match(o.code) is None:
-                continue
-            when = facts._obs_date(o)
-            if when is None or when > ctx.as_of or when < ctx.as_of - timedelta(days=days):
-                continue
-            raw = observations.read_value(o)
-            if raw.number is None or raw.comparator or raw.titre:
-                continue
-            out.append((f"Observation/{o.id}", when, raw.number, raw.text, facts._obs_time(o)))
-        out.sort(key=lambda t: t[4] or (t[1], datetime.min.replace(tzinfo=UTC)), reverse=True)
-        return [(ref, when, value, text) for ref, when, value, text, _ in out]
-
-    def _serology_points(self, ctx: Context) -> tuple[int, int, list[Evidence]]:
-        """(min, max) points the serology items can contribute, with the evidence used."""
-        days = ctx.policy.sledai_window_days
-        low = high = 0
-        ev: list[Evidence] = []
-        for analytes, op, item_points in ((self.dsdna, ">", 2), (self.complement, "<", 2)):
-            decided: list[bool | None] = []
-            for analyte in analytes:
-                results = ctx.labs(analyte, days)
-                if not results or results[0].value is None:
-                    continue
-                lv = results[0]
-                limit = lv.uln if op == ">" else lv.lln
-                assumed = lv.uln_assumed if op == ">" else lv.lln_assumed
-                if limit is None or assumed:
-                    decided.append(None)  # "above the lab's normal range" needs the lab's own range
-                    ev.append(lv.evidence(f"{analyte.name}: no laboratory reference range"))
-                    continue
-                assert lv.value is not None
-                decided.append(lv.value.test(op, limit))
-                ev.append(lv.evidence(f"{analyte.name} vs reference {'ULN' if op == '>' else 'LLN'} {fmt(limit)}"))
-            if True in decided:
-                low += item_points
-                high += item_points
-            elif not decided or None in decided:
-                high += item_points  # not measured or undecidable: 0 or all of the item's points
-        return low, high, ev
-
-    def evaluate(self, ctx: Context) -> Outcome:
-        if (missing := _searched(ctx, "Observation")) is not None:
-            return Outcome(UNKNOWN, "observations not available", (missing,))
-        recorded = self.recorded_outcome(ctx)
-        if recorded is None:
-            return Outcome(
-                UNKNOWN,
-                f"no SLEDAI-2K total recorded in the last {ctx.policy.sledai_window_days} days",
-                (Evidence("Observation", "no SLEDAI-2K score observation"),),
-            )
-        return recorded
-
-    def recorded_outcome(self, ctx: Context) -> Outcome | None:
-        """The criterion from the latest SLEDAI-2K total Observation in the window; None: no total."""
-        scores = self._scores(ctx)
-        if not scores:
-            return None
-        ref, when, total, original = scores[0]
-        ev = Evidence(
-            ref, "SLEDAI-2K total", value=fmt(total), unit="{score}", date=when.isoformat(), original=original
-        )
-        return self.judge_total(ctx, ev, total)
-
-    def judge_total(self, ctx: Context, ev: Evidence, total: float) -> Outcome:
-        """The criterion from a recorded SLEDAI-2K total (`ev` names where it was recorded)."""
-        if total >= self.threshold + self.serology_max:
-            return Outcome(
-                MET,
-                f"SLEDAI-2K {fmt(total)} >= {self.threshold + self.serology_max}: clinical score >= "
-                f"{self.threshold} whatever the serology items",
-                (ev,),
-            )
-        if total < self.threshold:
-            return Outcome(NOT_MET, f"SLEDAI-2K {fmt(total)} < {self.threshold}", (ev,))
-        low, high, sev = self._serology_points(ctx)
-        ev_all = (ev, *sev)
-        best, worst = total - low, total - high
-        if worst >= self.threshold:
-            return Outcome(MET, f"clinical SLEDAI-2K >= {fmt(worst)} (total {fmt(total)} - {high} serology)", ev_all)
-        if best < self.threshold:
-            return Outcome(
-                NOT_MET,
-                f"clinical SLEDAI-2K {fmt(best)} (total {fmt(total)} - {low} serology) < {self.threshold}",
-                ev_all,
-            )
-        return Outcome(
-            UNKNOWN,
-            f"SLEDAI-2K {fmt(total)}: clinical score {fmt(worst)}-{fmt(best)} depending on serology points "
-            "that cannot be determined",
-            ev_all,
-        )
-
-
-@dataclass(frozen=True)
-class RenalSeverity:
-    """Severe nephritis: 24-h protein >= p24, or UPCR > upcr, or eGFR < egfr (CKD-EPI 2021 derived
-    from creatinine when no eGFR). not_met needs eGFR and a proteinuria measure, both negative."""
-
-    protein_24h: Analyte
-    upcr: Analyte
-    egfr: Analyte
-    creatinine: Analyte
-    p24_threshold: float
-    upcr_threshold: float
-    egfr_threshold: float
-
-    def _derived_egfr(self, ctx: Context) -> Outcome | None:
-        p = ctx.record.patient
-        results = ctx.labs(self.creatinine, ctx.policy.safety_lab_window_days)
-        sex = clinical_sex(p).sex
-        if p is None or not results or results[0].value is None or sex is None:
-            return None
-        birth = span(p.birthDate)
-        lv = results[0]
-        assert lv.value is not None
-        if birth is None or not birth.exact or lv.value.lo != lv.value.hi:
-            return None
-        age = age_on(birth.earliest, lv.when)
-        egfr = ckd_epi_2021(lv.value.lo, age, sex == "female")
-        decided = egfr < self.egfr_threshold
-        ev = Evidence(
-            lv.ref,
-            f"eGFR {fmt(egfr)} mL/min/{{1.73_m2}} derived (CKD-EPI 2021) from creatinine {lv.original}",
-            value=fmt(egfr),
-            unit="mL/min/{1.73_m2}",
-            date=lv.when.isoformat(),
-            original=lv.original,
-            flags=(Flag.DERIVED,),
-        )
-        verb = "<" if decided else ">="
-        return Outcome(
-            MET if decided else NOT_MET, f"derived eGFR {fmt(egfr)} {verb} {fmt(self.egfr_threshold)}", (ev,)
-        )
-
-    def evaluate(self, ctx: Context) -> Outcome:
-        p24 = LabTest(self.protein_24h, ">=", self.p24_threshold).evaluate(ctx)
-        upcr = LabTest(self.upcr, ">", self.upcr_threshold).evaluate(ctx)
-        egfr = LabTest(self.egfr, "<", self.egfr_threshold).evaluate(ctx)
-        if egfr.status is UNKNOWN and not ctx.labs(self.egfr, ctx.policy.safety_lab_window_days):
-            egfr = self._derived_egfr(ctx) or egfr
-        parts = (p24, upcr, egfr)
-        met = [o for o in parts if o.status is MET]
-        ev = tuple(e for o in parts for e in o.evidence)
-        if met:
-            return Outcome(MET, "; ".join(o.reason for o in met), tuple(e for o in met for e in o.evidence))
-        protein_ok = NOT_MET in (p24.status, upcr.status)
-        if (
-            egfr.status is NOT_MET
-            and protein_ok
-            and UNKNOWN not in (o.status for o in parts if o.evidence and o.evidence[0].value is not None)
-        ):
-            return Outcome(NOT_MET, "; ".join(o.reason for o in parts if o.status is NOT_MET), ev)
-        return Outcome(UNKNOWN, "renal criteria not settled: " + "; ".join(o.reason for o in parts), ev)
-
-
 def ckd_epi_2021(scr_mg_dl: float, age: int, female: bool) -> float:
     """CKD-EPI 2021 race-free creatinine equation, mL/min/1.73 m2."""
     kappa = 0.7 if female else 0.9
@@ -757,6 +578,7 @@ class Pregnancy:
     tests: Analyte  # hCG / pregnancy status observations (coded values)
     positive_codes: frozenset[str]
     negative_codes: frozenset[str]
+    window_days: int  # a pregnancy test or status counts within this many days
     max_pregnancy_days: int = 300
 
     def evaluate(self, ctx: Context) -> Outcome:
@@ -787,7 +609,7 @@ class Pregnancy:
             if confirmed:
                 return Outcome(MET, "pregnancy or breastfeeding recorded", tuple(c.evidence() for c in confirmed))
         if "Observation" in ctx.record.searched:
-            tests = ctx.labs(self.tests, ctx.policy.pregnancy_test_window_days)
+            tests = ctx.labs(self.tests, self.window_days)
             for lv in tests:
                 if lv.qualitative == "positive" or set(lv.coded) & self.positive_codes:
                     return Outcome(
@@ -822,7 +644,7 @@ class Pregnancy:
             )
         return Outcome(
             UNKNOWN,
-            f"no pregnancy test in the last {ctx.policy.pregnancy_test_window_days} days",
+            f"no pregnancy test in the last {self.window_days} days",
             (Evidence("Observation", "no recent pregnancy test or status"), *sex_note),
         )
 
@@ -1115,7 +937,7 @@ class RecentSurgery:
     days: int
 
     def evaluate(self, ctx: Context) -> Outcome:
-        if (missing := _searched(ctx, "Procedure")) is not None:
+        if (missing := missing_types(ctx, "Procedure")) is not None:
             return Outcome(UNKNOWN, "procedures not available", (missing,))
         start = ctx.as_of - timedelta(days=self.days)
 
@@ -1164,7 +986,7 @@ class SteroidRequiringCondition:
     days: int
 
     def evaluate(self, ctx: Context) -> Outcome:
-        if (missing := _searched(ctx, "Condition")) is not None:
+        if (missing := missing_types(ctx, "Condition")) is not None:
             return Outcome(UNKNOWN, "conditions not available", (missing,))
         active_any = [c for c in ctx.conditions(self.conditions) if c.active]
         if not active_any:

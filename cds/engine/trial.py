@@ -50,6 +50,15 @@ class Trial:
         """What one criterion reads (its rule's declaration under this trial's policy)."""
         return reads(criterion.rule, self.policy)
 
+    def depends_on(self, criterion: Criterion) -> tuple[str, ...]:
+        """The resource types one criterion's result depends on: its declared reads, sorted (a rule
+        may narrow them for one outcome: `Outcome.depends_on`)."""
+        return self._depends_on[criterion.id]
+
+    @functools.cached_property
+    def _depends_on(self) -> dict[str, tuple[str, ...]]:
+        return {c.id: tuple(sorted({r.resource_type for r in self.reads_of(c)})) for c in self.criteria}
+
     @functools.cached_property
     def reads(self) -> tuple[Read, ...]:
         """Everything the criteria read; the Patient is always read."""
@@ -231,6 +240,7 @@ class Trial:
                     title=c.title,
                     settleable=c.settleable,
                     items=outcome.items,
+                    depends_on=outcome.depends_on if outcome.depends_on is not None else self.depends_on(c),
                 )
             )
         return Report(
@@ -258,7 +268,7 @@ class Trial:
 
 
 def _dated_on_or_after(raw: Mapping[str, Any], cutoff: date, cutoff_text: str) -> bool:
-    """False only when the raw Observation's date (as `cds.engine.facts._obs_date` reads it from
+    """False only when the raw Observation's date (as `cds.engine.facts.obs_date` reads it from
     the model: effective[x], else issued; the latest day of a partial date) is before `cutoff`."""
     value = _raw_observation_date(raw)
     if value is None:
@@ -273,7 +283,7 @@ def _dated_on_or_after(raw: Mapping[str, Any], cutoff: date, cutoff_text: str) -
 
 
 def _raw_observation_date(raw: Mapping[str, Any]) -> str | None:
-    """The raw date text `_obs_date` would read, or None when there is none or it is not a string."""
+    """The raw date text `obs_date` would read, or None when there is none or it is not a string."""
     value = raw.get("effectiveDateTime")
     if value is None:
         value = raw.get("effectiveInstant")

@@ -25,7 +25,7 @@ def criteria_markdown(trial: Trial | None = None) -> str:
         lines.append(
             f"| `{c.id}` | {c.kind.value} | {_cell(c.rule_text)} | {_cell(c.data)} | {_cell(c.unknown_when)} |"
         )
-    lines += ["", "Policy (windows in days, defaults; `cds.engine.definition.Policy`):", ""]
+    lines += ["", "Site policy (days, defaults; `cds.engine.definition.Policy`; windows are in each rule above):", ""]
     lines += ["| setting | value |", "|---|---|"]
     for f in dataclasses.fields(trial.policy):
         lines.append(f"| `{f.name}` | `{getattr(trial.policy, f.name)!r}` |")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from cds.engine.model import CriterionResult, DataIssue, Evidence, Flag, Kind, Report, Status
+from cds.engine.model import CriterionResult, DataIssue, DataIssueKind, Evidence, Flag, Kind, Report, Status
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,17 @@ def criterion(
     title: str = "",
     reason: str = "reason",
     settleable: bool = True,
+    depends_on: tuple[str, ...] = (),
 ) -> CriterionResult:
     return CriterionResult(
-        id=cid, kind=kind, status=status, reason=reason, evidence=evidence, title=title, settleable=settleable
+        id=cid,
+        kind=kind,
+        status=status,
+        reason=reason,
+        evidence=evidence,
+        title=title,
+        settleable=settleable,
+        depends_on=depends_on,
     )
 
 
@@ -78,7 +86,10 @@ def report(*criteria: CriterionResult, incomplete: tuple[str, ...] = (), issues:
         patient="Patient/p1",
         as_of=date(2026, 11, 1),
         criteria=criteria,
-        data_issues=tuple(DataIssue(f"Observation/bad{i}", "invalid") for i in range(issues)),
+        data_issues=tuple(
+            DataIssue(f"Observation/bad{i}", "invalid", DataIssueKind.INVALID_FHIR, "Observation")
+            for i in range(issues)
+        ),
         incomplete=incomplete,
     )
 

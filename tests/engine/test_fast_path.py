@@ -1,7 +1,7 @@
 """The engine's raw pre-filters change nothing but speed.
 
 `Trial.evaluate` validates only the Observations a criterion can read (by code, and by date: none
-older than `Policy.observation_lookback_days` before the as-of date) and indexes them per context.
+older than `Trial.observation_lookback_days` before the as-of date) and indexes them per context.
 The slow path validates every resource and scans every Observation for every analyte. Both must
 give the same report - every criterion's status, reason and evidence, the data issues - on every
 fixture patient and on records grown with history.
@@ -10,6 +10,7 @@ fixture patient and on records grown with history.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from cds.bundles import read_bundle_file
 from cds.engine import evaluate
-from cds.engine.facts import _obs_date
+from cds.engine.facts import obs_date
 from cds.engine.record import build_record
 from cds.engine.trial import Trial, set_strict
 from cds.trials.nct04582136 import TRIAL
@@ -75,14 +76,21 @@ def test_history_grown_record_gives_the_same_report(patient_id: str) -> None:
     assert fast == original
 
 
-def test_a_longer_policy_window_reads_older_observations() -> None:
-    """The date filter follows the policy: a 60-day serology window keeps a 45-day-old dsDNA."""
+def with_rule(trial: Trial, criterion_id: str, rule: Any) -> Trial:
+    """The trial with one criterion's rule replaced (everything derived is derived again)."""
+    criteria = tuple(dataclasses.replace(c, rule=rule) if c.id == criterion_id else c for c in trial.criteria)
+    return dataclasses.replace(trial, criteria=criteria)
+
+
+def test_a_longer_rule_window_reads_older_observations() -> None:
+    """The date filter follows the rules' windows: a 60-day serology window keeps a 45-day-old dsDNA."""
     record = [r for r in b.base_record() if r.get("code", {}).get("coding", [{}])[0].get("code") != "33799-8"]
     record.append(b.obs("33799-8", 45, "[IU]/mL", days_ago=45))
     default = evaluate(record, patient_id=b.PID, as_of=b.AS_OF)
     assert "anti-dsDNA 45" not in default.by_id("inc-serology").reason
-    longer = TRIAL.with_policy(serology_window_days=60)
-    assert longer.policy.observation_lookback_days == 60
+    serology = next(c.rule for c in TRIAL.criteria if c.id == "inc-serology")
+    longer = with_rule(TRIAL, "inc-serology", dataclasses.replace(serology, window_days=60))
+    assert longer.observation_lookback_days == 60
     report = longer.evaluate(record, patient_id=b.PID, as_of=b.AS_OF)
     assert "anti-dsDNA 45" in report.by_id("inc-serology").reason
     assert report.to_json() == slow_report(longer, record, b.PID, None, b.AS_OF)
@@ -108,7 +116,7 @@ def _raw(**fields: Any) -> dict[str, Any]:
     }
 
 
-CUTOFF = AS_OF - timedelta(days=TRIAL.policy.observation_lookback_days)  # 2026-10-02
+CUTOFF = AS_OF - timedelta(days=TRIAL.observation_lookback_days)  # 2026-10-02
 
 
 @pytest.mark.parametrize(
@@ -137,7 +145,7 @@ def test_date_filter_drops_only_what_the_engine_would_never_read(fields: dict[st
     from fhir.resources.R4B.observation import Observation
 
     raw = _raw(**fields)
-    when = _obs_date(Observation.model_validate(raw))
+    when = obs_date(Observation.model_validate(raw))
     assert when is not None
     assert TRIAL.observation_in_reach(raw, AS_OF) == (when >= CUTOFF)
 
@@ -161,10 +169,10 @@ def test_date_filter_keeps_what_it_cannot_read(fields: dict[str, Any]) -> None:
 
 
 def test_lookback_covers_every_observation_window() -> None:
-    policy = TRIAL.policy
-    windows = [getattr(policy, f) for f in vars(policy) if f.endswith("_window_days") and "anti_infective" not in f]
-    assert windows
-    assert policy.observation_lookback_days == max(windows)
+    from cds.trials import nct04582136 as trial
+
+    windows = (trial.SAFETY_LAB_DAYS, trial.SEROLOGY_DAYS, trial.SLEDAI_DAYS, trial.PREGNANCY_TEST_DAYS)
+    assert TRIAL.observation_lookback_days == max(windows)
 
 
 @pytest.mark.parametrize("patient_id", sorted(EXPECTED))

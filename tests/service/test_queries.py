@@ -5,6 +5,7 @@ record by `PrefetchQuery.selects`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from datetime import date, timedelta
@@ -19,8 +20,11 @@ from hypothesis import strategies as st
 from service_helpers import FHIR, PID, SERVICE, TOKEN, hook_request, patient, sle_condition
 
 import cds.engine.rules as rules_module
+import cds.trials.lupus.rules as lupus_rules
+import cds.trials.lupus.sledai as lupus_sledai
+import cds.trials.lupus.slicc as lupus_slicc
 from cds.engine import evaluate
-from cds.engine.definition import OBSERVATION_CATEGORY, Policy
+from cds.engine.definition import OBSERVATION_CATEGORY
 from cds.engine.model import Report, Status
 from cds.engine.reads import reads
 from cds.service.demo import build_request, load_bundle, prefetch_from_bundle
@@ -119,12 +123,14 @@ def test_generated_records_whole_equals_retrieved(resources: list[dict[str, Any]
 
 
 def test_every_rule_type_declares_what_it_reads() -> None:
+    modules = (rules_module, lupus_rules, lupus_sledai, lupus_slicc)
     rule_types = [
         cls
-        for _, cls in inspect.getmembers(rules_module, inspect.isclass)
-        if cls.__module__ == rules_module.__name__ and hasattr(cls, "evaluate") and cls is not rules_module.Rule
+        for module in modules
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__ == module.__name__ and hasattr(cls, "evaluate") and cls is not rules_module.Rule
     ]
-    assert len(rule_types) > 10
+    assert len(rule_types) > 15
     for rule_type in rule_types:
         assert rule_type in reads.registry, f"{rule_type.__name__} does not declare what it reads"
 
@@ -133,7 +139,9 @@ def test_queries_are_derived_from_the_declarations() -> None:
     assert {q.resource_type for q in QUERIES} == set(TRIAL.resource_types)
     codes = next(q for q in QUERIES if q.key == "observations").search_params(PID)["code"].split(",")
     assert set(codes) == {f"{s}|{c}" for s, c in TRIAL.observation_codes}
-    assert TRIAL.observation_lookback_days == Policy().observation_lookback_days
+    assert TRIAL.observation_lookback_days == max(
+        r.lookback_days or 0 for c in TRIAL.criteria for r in TRIAL.reads_of(c)
+    )
 
 
 def test_site_sledai_codes_from_settings_are_queried() -> None:
@@ -145,7 +153,9 @@ def test_site_sledai_codes_from_settings_are_queried() -> None:
 
 
 def test_longer_windows_lengthen_the_fallback_lookback() -> None:
-    trial = TRIAL.with_policy(safety_lab_window_days=60)
+    wbc = next(c for c in TRIAL.criteria if c.id == "exc-leukopenia")
+    longer = dataclasses.replace(wbc, rule=dataclasses.replace(wbc.rule, window_days=60))
+    trial = dataclasses.replace(TRIAL, criteria=tuple(longer if c is wbc else c for c in TRIAL.criteria))
     assert trial.observation_lookback_days == 60
     assert trial.observation_cutoff(AS_OF) == AS_OF - timedelta(days=60)
 

@@ -36,7 +36,6 @@ from cds.engine.rules import (
     AlwaysReview,
     AntiInfectiveTreatment,
     AnyOf,
-    ClinicalSledai,
     CodedDiagnosis,
     ConditionPresent,
     DiagnosisAge,
@@ -46,15 +45,20 @@ from cds.engine.rules import (
     Malignancy,
     Pregnancy,
     RecentSurgery,
-    RenalSeverity,
-    Serology,
     StableRegimen,
     SteroidDoseAbove,
     SteroidRequiringCondition,
 )
-from cds.engine.sledai import DerivedClinicalSledai
-from cds.engine.slicc import SliccDiagnosis
 from cds.engine.trial import Criterion, Trial
+from cds.trials.lupus import (
+    NOT_SUFFICIENT_ONLY,
+    REVIEW_ONLY,
+    ClinicalSledai,
+    DerivedClinicalSledai,
+    RenalSeverity,
+    Serology,
+    SliccDiagnosis,
+)
 from cds.trials.nct04582136 import sle_items
 from cds.trials.nct04582136.terminology import icd10cm_codes
 
@@ -619,6 +623,13 @@ SIROLIMUS_ALLERGY = ValueSet.of("sirolimus allergy", SIROLIMUS.value_set.codes, 
 
 # --------------------------------------------------------------------------- criteria
 
+# Windows (days before the as-of date, both ends included): each rule takes its own; the service's
+# Observation look-back, prefetch and queries are derived from them (`cds.engine.reads`).
+SAFETY_LAB_DAYS = 30  # safety labs: WBC, liver enzymes, bilirubin and lipids, renal function
+SEROLOGY_DAYS = 30  # anti-dsDNA and C3 for "serologically active"
+SLEDAI_DAYS = 30  # a recorded SLEDAI-2K total, and the labs behind its serology or derived items
+PREGNANCY_TEST_DAYS = 7  # a pregnancy test or status at screening
+
 I, E = Kind.INCLUSION, Kind.EXCLUSION
 
 CRITERIA = (
@@ -652,6 +663,8 @@ CRITERIA = (
                 LUPUS_CUTANEOUS_ONLY,
                 "SLE",
                 review_counts_when=lambda p: p.generic_lupus_counts_as_sle,
+                review_only=REVIEW_ONLY,
+                not_sufficient_only=NOT_SUFFICIENT_ONLY,
             ),
             sle_items.SLICC,
         ),
@@ -681,7 +694,7 @@ CRITERIA = (
         "sediment, urine protein, platelets, WBC, body temperature; QuestionnaireResponse (SLEDAI-2K form)",
         "no SLEDAI-2K total in 30 days and a lab-derived lower bound < 4; total 4-7 with serology points "
         "undeterminable",
-        DerivedClinicalSledai(ClinicalSledai(SLEDAI_TOTAL, 4, 4, (DSDNA,), (C3, C4)), sle_items.SLEDAI),
+        DerivedClinicalSledai(ClinicalSledai(SLEDAI_TOTAL, 4, 4, (DSDNA,), (C3, C4), SLEDAI_DAYS), sle_items.SLEDAI),
     ),
     Criterion(
         "inc-serology",
@@ -691,7 +704,7 @@ CRITERIA = (
         "latest anti-dsDNA in 30 days > 10 [IU]/mL, or latest C3 < 0.90 g/L; both negative -> not met",
         "Observation: anti-dsDNA (LOINC 33799-8, 32677-7, 5130-0, 47299-3), C3 (4485-9)",
         "a missing analyte when the other is negative; dsDNA in non-IU units (U/mL); comparator values",
-        Serology(DSDNA, 10.0, C3, 0.90),
+        Serology(DSDNA, 10.0, C3, 0.90, SEROLOGY_DAYS),
     ),
     Criterion(
         "inc-steroid-stable",
@@ -765,7 +778,7 @@ CRITERIA = (
         "creatinine when no eGFR, flagged DERIVED); not met needs eGFR and a proteinuria measure",
         "Observation: 2889-4, 2890-2, eGFR codes, creatinine 2160-0/38483-4",
         "no eGFR or no proteinuria measure in 30 days; unconvertible units",
-        RenalSeverity(PROTEIN_24H, UPCR, EGFR, CREATININE, 3500, 3500, 60),
+        RenalSeverity(PROTEIN_24H, UPCR, EGFR, CREATININE, 3500, 3500, 60, SAFETY_LAB_DAYS),
     ),
     Criterion(
         "exc-pregnancy",
@@ -783,6 +796,7 @@ CRITERIA = (
             PREGNANCY_TEST,
             frozenset({"77386006", "10828004", "POS"}),
             frozenset({"260385009", "60001007", "NEG"}),
+            PREGNANCY_TEST_DAYS,
         ),
     ),
     Criterion(
@@ -885,7 +899,7 @@ CRITERIA = (
         "latest WBC in 30 days < 3.0 10*9/L",
         "Observation 6690-2, 26464-8",
         "no WBC in 30 days; unconvertible unit",
-        LabTest(WBC, "<", 3.0),
+        LabTest(WBC, "<", 3.0, SAFETY_LAB_DAYS),
     ),
     Criterion(
         "exc-liver-enzymes",
@@ -895,7 +909,12 @@ CRITERIA = (
         "latest ALT or AST in 30 days > 1.5 x ULN (referenceRange.high; else site default 40 U/L, ULN_ASSUMED)",
         "Observation 1742-6, 1920-8",
         "either analyte missing while the other is normal",
-        AnyOf((LabTest(ALT, ">", 1.5, relative_to="uln"), LabTest(AST, ">", 1.5, relative_to="uln"))),
+        AnyOf(
+            (
+                LabTest(ALT, ">", 1.5, SAFETY_LAB_DAYS, relative_to="uln"),
+                LabTest(AST, ">", 1.5, SAFETY_LAB_DAYS, relative_to="uln"),
+            )
+        ),
     ),
     Criterion(
         "exc-bilirubin-lipids",
@@ -906,7 +925,12 @@ CRITERIA = (
         "130 mg/dL, ULN_ASSUMED)",
         "Observation (bilirubin, cholesterol, triglycerides, LDL; mg/dL or mmol/L / umol/L)",
         "any of the four missing while none is high",
-        AnyOf(tuple(LabTest(a, ">", 2.0, relative_to="uln") for a in (BILIRUBIN, CHOLESTEROL, TRIGLYCERIDES, LDL))),
+        AnyOf(
+            tuple(
+                LabTest(a, ">", 2.0, SAFETY_LAB_DAYS, relative_to="uln")
+                for a in (BILIRUBIN, CHOLESTEROL, TRIGLYCERIDES, LDL)
+            )
+        ),
     ),
     Criterion(
         "exc-steroid-requiring-condition",

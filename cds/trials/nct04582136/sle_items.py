@@ -24,8 +24,8 @@ import re
 
 from cds.engine.definition import ICD10CM, LOINC, SNOMED, Analyte, ValueSet
 from cds.engine.items import RangeTest
-from cds.engine.sledai import SledaiData
-from cds.engine.slicc import SliccData
+from cds.trials.lupus.sledai import SledaiData
+from cds.trials.lupus.slicc import SliccData
 
 
 def _loinc(name: str, *codes: str) -> ValueSet:

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cds.engine import items as it
-from cds.engine.definition import Analyte, ValueSet
+from cds.engine.definition import Analyte, Policy, ValueSet
 from cds.engine.model import Evidence, Flag, ItemResult, Status
+from cds.engine.reads import Read, observation_codes_of, reads, types
 from cds.engine.rules import CodedDiagnosis, Context, Outcome
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
@@ -245,3 +246,10 @@ class SliccDiagnosis:
             base.evidence,
             result.items,
         )
+
+
+@reads.register
+def _(rule: SliccDiagnosis, policy: Policy) -> tuple[Read, ...]:
+    # SLICC items are cumulative over the record: their tests are read whatever their date
+    history = Read("Observation", codes=observation_codes_of(rule.data), lookback_days=None)
+    return (*reads(rule.coded, policy), *types("Condition"), history)

@@ -11,15 +11,15 @@ from cds.engine import evaluate
 from cds.engine.model import Flag, Status
 from cds.engine.record import OPTIONAL_TYPES, READ_TYPES, build_record
 from cds.engine.rules import Context
-from cds.engine.sledai import points, sledai_items
 from cds.engine.trial import set_strict
-from cds.trials.nct04582136 import TRIAL
+from cds.trials.lupus.sledai import points, sledai_items
+from cds.trials.nct04582136 import SLEDAI_DAYS, TRIAL
 from cds.trials.nct04582136.sle_items import SLEDAI
 from tests.engine import builders as b
 
 MET, NOT, UNK = Status.MET, Status.NOT_MET, Status.UNKNOWN
 Res = list[dict[str, Any]]
-WINDOW = TRIAL.policy.sledai_window_days
+WINDOW = SLEDAI_DAYS
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def ctx_of(resources: Res) -> Context:
 
 
 def item(resources: Res, item_id: str) -> Any:
-    (found,) = [i for i in sledai_items(ctx_of(resources), SLEDAI) if i.id == item_id]
+    (found,) = [i for i in sledai_items(ctx_of(resources), SLEDAI, WINDOW) if i.id == item_id]
     return found
 
 
@@ -82,7 +82,7 @@ def test_sledai_item(item_id: str, case: str, resources: Res, expected: Status) 
 
 
 def test_items_have_points_and_domains_and_exclude_serology() -> None:
-    items = sledai_items(ctx_of([]), SLEDAI)
+    items = sledai_items(ctx_of([]), SLEDAI, WINDOW)
     assert {(i.id, i.points, i.group) for i in items} == {
         ("urinary-casts", 4, "renal"),
         ("hematuria", 4, "renal"),
@@ -97,11 +97,11 @@ def test_items_have_points_and_domains_and_exclude_serology() -> None:
 
 def test_renal_domain_view_for_a_no_renal_points_criterion() -> None:
     res = [b.obs("13945-1", 2, "/[HPF]", 5), b.obs("777-3", 50, "10*3/uL", 5)]
-    renal = sledai_items(ctx_of(res), SLEDAI, domains={"renal"})
+    renal = sledai_items(ctx_of(res), SLEDAI, WINDOW, domains={"renal"})
     assert {i.group for i in renal} == {"renal"}
     assert len(renal) == 4
     assert points(renal)[0] == 0  # thrombocytopenia's point is not renal
-    assert points(sledai_items(ctx_of(res), SLEDAI))[0] == 1
+    assert points(sledai_items(ctx_of(res), SLEDAI, WINDOW))[0] == 1
 
 
 def test_met_urine_items_carry_the_caveat_to_verify() -> None:

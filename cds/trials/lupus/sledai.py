@@ -1,7 +1,8 @@
 """Clinical SLEDAI-2K lower bound from labs and vitals (Gladman et al., J Rheumatol 2002).
 
-Seven SLEDAI-2K descriptors can be read from results inside the SLEDAI window
-(`Policy.sledai_window_days`, ending on the as-of date, both ends included):
+`ClinicalSledai` reads a recorded SLEDAI-2K total; `DerivedClinicalSledai` falls back on seven
+SLEDAI-2K descriptors that can be read from results inside the SLEDAI window (the rule's
+`window_days`, ending on the as-of date, both ends included):
 
 =====================  ======  ===============  =========================================
 descriptor             points  domain           read as
@@ -23,7 +24,7 @@ SLEDAI-2K: the other 17 clinical descriptors (seizure, rash, arthritis, ...) nee
 Each met renal or hematologic item carries its SLEDAI caveat ("exclude infection or stone",
 "exclude drug causes") as something to verify.
 
-`sledai_items(..., domains={"renal"})` gives a renal-domain-only view (e.g. a "no renal-domain
+`sledai_items(ctx, data, window_days, domains={"renal"})` gives a renal-domain-only view (e.g. a "no renal-domain
 points" criterion).
 """
 
@@ -32,14 +33,17 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from cds.engine import facts, observations
 from cds.engine import items as it
-from cds.engine.definition import Analyte, ValueSet
+from cds.engine.definition import Analyte, Policy, ValueSet
 from cds.engine.facts import fmt
 from cds.engine.model import Evidence, Flag, ItemResult, Status
-from cds.engine.rules import ClinicalSledai, Context, Outcome
+from cds.engine.reads import Read, labs, observation_codes_of, reads
+from cds.engine.reads import observations as observation_reads
+from cds.engine.rules import Context, Outcome, missing_types
 from cds.engine.timeutil import span
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
@@ -66,17 +70,20 @@ _URINE_CAVEAT = "exclude infection or stone"
 _DRUG_CAVEAT = "exclude drug causes"
 
 
-def sledai_items(ctx: Context, d: SledaiData, domains: Collection[str] | None = None) -> tuple[ItemResult, ...]:
-    """The lab-derivable SLEDAI-2K items in the SLEDAI window, with points and domain.
+def sledai_items(
+    ctx: Context, d: SledaiData, window_days: int, domains: Collection[str] | None = None
+) -> tuple[ItemResult, ...]:
+    """The lab-derivable SLEDAI-2K items in the last `window_days` days, with points and domain.
 
     `domains`: only items of these domains (e.g. {"renal"}); None: all seven.
     """
-    every: tuple[ItemResult, ...] = ctx.cached(("sledai-items", id(d)), lambda: _items(ctx, d))
+    every: tuple[ItemResult, ...] = ctx.cached(
+        ("sledai-items", id(d), window_days), lambda: _items(ctx, d, window_days)
+    )
     return every if domains is None else tuple(i for i in every if i.group in domains)
 
 
-def _items(ctx: Context, d: SledaiData) -> tuple[ItemResult, ...]:
-    days = ctx.policy.sledai_window_days
+def _items(ctx: Context, d: SledaiData, days: int) -> tuple[ItemResult, ...]:
 
     def item(id_: str, label: str, group: str, points: int, judged: tuple[Status, str, tuple[Evidence, ...]],
              caveat: str = "") -> ItemResult:  # fmt: skip
@@ -151,9 +158,8 @@ def _leaves(items: list[Any]) -> list[Any]:
     return out
 
 
-def questionnaire_scores(ctx: Context, d: SledaiData) -> list[QuestionnaireScore]:
-    """Completed SLEDAI-2K QuestionnaireResponses authored in the SLEDAI window, newest first."""
-    days = ctx.policy.sledai_window_days
+def questionnaire_scores(ctx: Context, d: SledaiData, days: int) -> list[QuestionnaireScore]:
+    """Completed SLEDAI-2K QuestionnaireResponses authored in the last `days` days, newest first."""
     start = it.window_start(ctx, days)
     out: list[QuestionnaireScore] = []
     for qr in ctx.record.of("QuestionnaireResponse"):
@@ -192,6 +198,124 @@ def _is_sledai(qr: Any, d: SledaiData) -> bool:
 
 
 @dataclass(frozen=True)
+class ClinicalSledai:
+    """Clinical SLEDAI-2K (total minus the anti-dsDNA and low-complement items) >= threshold.
+
+    Reads a recorded SLEDAI-2K total. The two serology items add at most `serology_max` points:
+    total >= threshold + serology_max -> met; total < threshold -> not_met; in between, the
+    serology points are computed from dsDNA (above the lab's ULN) and C3/C4 (below LLN) in the
+    window (`window_days`, ending on the as-of date); if they cannot be determined -> unknown. Site
+    codes for the total: `Policy.sledai_local_codes`.
+    """
+
+    score: ValueSet
+    threshold: int
+    serology_max: int
+    dsdna: tuple[Analyte, ...]
+    complement: tuple[Analyte, ...]
+    window_days: int  # the SLEDAI-2K window: a total, and the labs behind its serology points
+
+    def _scores(self, ctx: Context) -> list[tuple[str, date, float, str]]:
+        days = self.window_days
+        local = ValueSet.of("SLEDAI local", ctx.policy.sledai_local_codes)
+        out: list[tuple[str, date, float, str, tuple[date, datetime] | None]] = []
+        for o in ctx.record.of("Observation"):
+            if o.status not in ("final", "amended", "corrected"):
+                continue
+            if self.score.match(o.code) is None and local.match(o.code) is None:
+                continue
+            when = facts.obs_date(o)
+            if when is None or when > ctx.as_of or when < ctx.as_of - timedelta(days=days):
+                continue
+            raw = observations.read_value(o)
+            if raw.number is None or raw.comparator or raw.titre:
+                continue
+            out.append((f"Observation/{o.id}", when, raw.number, raw.text, facts.obs_time(o)))
+        out.sort(key=lambda t: t[4] or (t[1], datetime.min.replace(tzinfo=UTC)), reverse=True)
+        return [(ref, when, value, text) for ref, when, value, text, _ in out]
+
+    def _serology_points(self, ctx: Context) -> tuple[int, int, list[Evidence]]:
+        """(min, max) points the serology items can contribute, with the evidence used."""
+        days = self.window_days
+        low = high = 0
+        ev: list[Evidence] = []
+        for analytes, op, item_points in ((self.dsdna, ">", 2), (self.complement, "<", 2)):
+            decided: list[bool | None] = []
+            for analyte in analytes:
+                results = ctx.labs(analyte, days)
+                if not results or results[0].value is None:
+                    continue
+                lv = results[0]
+                limit = lv.uln if op == ">" else lv.lln
+                assumed = lv.uln_assumed if op == ">" else lv.lln_assumed
+                if limit is None or assumed:
+                    decided.append(None)  # "above the lab's normal range" needs the lab's own range
+                    ev.append(lv.evidence(f"{analyte.name}: no laboratory reference range"))
+                    continue
+                assert lv.value is not None
+                decided.append(lv.value.test(op, limit))
+                ev.append(lv.evidence(f"{analyte.name} vs reference {'ULN' if op == '>' else 'LLN'} {fmt(limit)}"))
+            if True in decided:
+                low += item_points
+                high += item_points
+            elif not decided or None in decided:
+                high += item_points  # not measured or undecidable: 0 or all of the item's points
+        return low, high, ev
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := missing_types(ctx, "Observation")) is not None:
+            return Outcome(UNKNOWN, "observations not available", (missing,))
+        recorded = self.recorded_outcome(ctx)
+        if recorded is None:
+            return Outcome(
+                UNKNOWN,
+                f"no SLEDAI-2K total recorded in the last {self.window_days} days",
+                (Evidence("Observation", "no SLEDAI-2K score observation"),),
+            )
+        return recorded
+
+    def recorded_outcome(self, ctx: Context) -> Outcome | None:
+        """The criterion from the latest SLEDAI-2K total Observation in the window; None: no total."""
+        scores = self._scores(ctx)
+        if not scores:
+            return None
+        ref, when, total, original = scores[0]
+        ev = Evidence(
+            ref, "SLEDAI-2K total", value=fmt(total), unit="{score}", date=when.isoformat(), original=original
+        )
+        return self.judge_total(ctx, ev, total)
+
+    def judge_total(self, ctx: Context, ev: Evidence, total: float) -> Outcome:
+        """The criterion from a recorded SLEDAI-2K total (`ev` names where it was recorded)."""
+        if total >= self.threshold + self.serology_max:
+            return Outcome(
+                MET,
+                f"SLEDAI-2K {fmt(total)} >= {self.threshold + self.serology_max}: clinical score >= "
+                f"{self.threshold} whatever the serology items",
+                (ev,),
+            )
+        if total < self.threshold:
+            return Outcome(NOT_MET, f"SLEDAI-2K {fmt(total)} < {self.threshold}", (ev,))
+        low, high, sev = self._serology_points(ctx)
+        ev_all = (ev, *sev)
+        best, worst = total - low, total - high
+        if worst >= self.threshold:
+            return Outcome(MET, f"clinical SLEDAI-2K >= {fmt(worst)} (total {fmt(total)} - {high} serology)", ev_all)
+        if best < self.threshold:
+            return Outcome(
+                NOT_MET,
+                f"clinical SLEDAI-2K {fmt(best)} (total {fmt(total)} - {low} serology) < {self.threshold}",
+                ev_all,
+            )
+        return Outcome(
+            UNKNOWN,
+            f"SLEDAI-2K {fmt(total)}: clinical score {fmt(worst)}-{fmt(best)} depending on serology points "
+            "that cannot be determined",
+            ev_all,
+        )
+
+
+@dataclass(frozen=True)
 class DerivedClinicalSledai:
     """Clinical SLEDAI-2K >= threshold: a recorded total first (Observation, as `ClinicalSledai`
     reads it, or a QuestionnaireResponse), else the lab-derived lower bound.
@@ -210,11 +334,11 @@ class DerivedClinicalSledai:
         threshold = self.recorded.threshold
         recorded = self.recorded.recorded_outcome(ctx) if "Observation" in ctx.record.searched else None
         if recorded is None and "QuestionnaireResponse" in ctx.record.searched:
-            forms = questionnaire_scores(ctx, self.data)
+            forms = questionnaire_scores(ctx, self.data, self.recorded.window_days)
             recorded = self._from_form(ctx, forms[0], threshold) if forms else None
         if recorded is not None and recorded.status is not UNKNOWN:
             return recorded  # the recorded score settles it (the clinician's score wins over the labs)
-        items = sledai_items(ctx, self.data)
+        items = sledai_items(ctx, self.data, self.recorded.window_days)
         low, high = points(items)
         if recorded is not None:
             if low >= threshold:
@@ -222,7 +346,7 @@ class DerivedClinicalSledai:
                     MET, f"{recorded.reason}; lab-derived clinical SLEDAI-2K >= {low}", recorded.evidence, items
                 )
             return Outcome(recorded.status, recorded.reason, recorded.evidence, items)
-        window = ctx.policy.sledai_window_days
+        window = self.recorded.window_days
         found = [i for i in items if i.status is MET]
         if low >= threshold:
             ev = tuple(
@@ -258,3 +382,21 @@ class DerivedClinicalSledai:
         if form.total is not None:
             return self.recorded.judge_total(ctx, replace(ev, value=fmt(form.total), unit="{score}"), form.total)
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# What the SLEDAI-2K rules read (see `cds.engine.reads`)
+# ---------------------------------------------------------------------------------------------
+
+
+@reads.register
+def _(rule: ClinicalSledai, policy: Policy) -> tuple[Read, ...]:
+    days = rule.window_days
+    score = rule.score | ValueSet.of("SLEDAI-2K site codes", policy.sledai_local_codes)
+    return (observation_reads(score, days, policy), *labs((*rule.dsdna, *rule.complement), days, policy))
+
+
+@reads.register
+def _(rule: DerivedClinicalSledai, policy: Policy) -> tuple[Read, ...]:
+    window = Read("Observation", codes=observation_codes_of(rule.data), lookback_days=rule.recorded.window_days)
+    return (*reads(rule.recorded, policy), window)

@@ -12,8 +12,8 @@ from cds.engine import evaluate
 from cds.engine.model import Flag, Status
 from cds.engine.record import OPTIONAL_TYPES, READ_TYPES, build_record
 from cds.engine.rules import Context
-from cds.engine.slicc import breakdown, classify, slicc_items
 from cds.engine.trial import set_strict
+from cds.trials.lupus.slicc import breakdown, classify, slicc_items
 from cds.trials.nct04582136 import TRIAL
 from cds.trials.nct04582136.sle_items import SLICC
 from tests.engine import builders as b
