@@ -159,7 +159,8 @@ class RangeTest:
     direction "high": above the range (or positive); "low": below the range. `default_titre`: the
     titre cut-off (denominator, positive at >= 1:N) used when a titre has no readable range
     (flagged ULN_ASSUMED, stated in the evidence). `fold`: the result must exceed `fold` x ULN
-    (SLICC's 2x rule for anti-dsDNA by ELISA); a result above the range but below it is unknown.
+    (e.g. SLICC's 2x rule for anti-dsDNA by ELISA); a result above the range but below it is
+    unknown, `fold_note` saying why.
     """
 
     name: str
@@ -168,6 +169,7 @@ class RangeTest:
     default_titre: int | None = None
     default_titre_source: str = ""
     fold: float = 1.0
+    fold_note: str = "method not recorded"
     # Numeric results without a range: the limit the analyte has by definition (RBC casts: none
     # are normal, so 0); None: such a result is unknown.
     default_limit: float | None = None
@@ -235,8 +237,7 @@ def judge_range(test: RangeTest, element: Any) -> _Judged:
             if over is False and test.fold > 1 and value.test(">", limit):
                 return _Judged(
                     UNKNOWN,
-                    f"{raw.text} above the range ({fmt(limit)}) but not {fmt(test.fold)}x it "
-                    "(SLICC: 2x when measured by ELISA; method not recorded)",
+                    f"{raw.text} above the range ({fmt(limit)}) but not {fmt(test.fold)}x it ({test.fold_note})",
                 )
             shown = f"{fmt(test.fold)}x ULN {fmt(limit * test.fold)}" if test.fold > 1 else f"ULN {fmt(limit)}"
             return _decided(over, f"{raw.text} vs {shown}")
@@ -371,9 +372,10 @@ class CodedFinding:
     conditions: ValueSet
     window_days: int | None = None
     points: int | None = None
+    note: str = "attribution to verify"
 
     def evaluate(self, ctx: Context) -> ItemResult:
-        status, reason, ev = judge_coded(ctx, self.conditions, self.label, self.window_days)
+        status, reason, ev = judge_coded(ctx, self.conditions, self.label, self.window_days, self.note)
         return ItemResult(self.id, self.label, self.group, status, reason, ev, self.points)
 
 
@@ -393,8 +395,9 @@ def coded_hits(ctx: Context, vs: ValueSet, window_days: int | None) -> tuple[lis
 
 
 def judge_coded(
-    ctx: Context, vs: ValueSet, label: str, window_days: int | None
+    ctx: Context, vs: ValueSet, label: str, window_days: int | None, note: str = "attribution to verify"
 ) -> tuple[Status, str, tuple[Evidence, ...]]:
+    """A coded finding: met on a confirmed Condition (`note` says what stays to verify), else unknown."""
     if _not_searched(ctx, "Condition"):
         return (
             UNKNOWN,
@@ -404,7 +407,7 @@ def judge_coded(
     confirmed, unconfirmed = coded_hits(ctx, vs, window_days)
     if confirmed:
         ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in confirmed)
-        return MET, f"coded: {confirmed[0].display} (attribution to lupus to verify)", ev[:MAX_EVIDENCE]
+        return MET, f"coded: {confirmed[0].display} ({note})", ev[:MAX_EVIDENCE]
     if unconfirmed:
         ev = tuple(c.evidence(flags=(Flag.NEEDS_REVIEW,)) for c in unconfirmed)
         return UNKNOWN, f"{label} coded but not confirmed", ev[:MAX_EVIDENCE]

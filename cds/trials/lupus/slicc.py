@@ -29,6 +29,9 @@ from cds.engine.rules import CodedDiagnosis, Context, Outcome
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
 CLINICAL, IMMUNOLOGIC = "clinical", "immunologic"
+ATTRIBUTION = "attribution to lupus to verify"  # a coded finding counts; that lupus caused it is the reviewer's
+# SLICC 2012: anti-dsDNA above the range, twice the range when measured by ELISA (`RangeTest.fold_note`).
+DSDNA_FOLD_NOTE = "SLICC: 2x when measured by ELISA; method not recorded"
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def _slicc_items(ctx: Context, d: SliccData) -> tuple[ItemResult, ...]:
     whole = None
 
     def coded(id_: str, label: str, vs: ValueSet) -> ItemResult:
-        return _item(id_, label, CLINICAL, it.judge_coded(ctx, vs, label, whole))
+        return _item(id_, label, CLINICAL, it.judge_coded(ctx, vs, label, whole, ATTRIBUTION))
 
     renal = it.any_of(
         (
@@ -91,10 +94,10 @@ def _slicc_items(ctx: Context, d: SliccData) -> tuple[ItemResult, ...]:
             it.judge_out_of_range(ctx, (d.rbc_casts,), whole),
         )
     )
-    nephritis = it.judge_coded(ctx, d.lupus_nephritis, "lupus nephritis", whole)
+    nephritis = it.judge_coded(ctx, d.lupus_nephritis, "lupus nephritis", whole, ATTRIBUTION)
     if nephritis[0] is MET and renal[0] is not MET:
         renal = (MET, f"{nephritis[1]}; {renal[1]}", nephritis[2])
-    hemolytic = it.judge_coded(ctx, d.hemolytic_anemia, "hemolytic anemia", whole)
+    hemolytic = it.judge_coded(ctx, d.hemolytic_anemia, "hemolytic anemia", whole, ATTRIBUTION)
     low_counts = it.any_of(
         (
             it.judge_threshold(ctx, (d.wbc,), "<", 4.0, whole),

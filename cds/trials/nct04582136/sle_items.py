@@ -25,7 +25,7 @@ import re
 from cds.engine.definition import ICD10CM, LOINC, SNOMED, Analyte, ValueSet
 from cds.engine.items import RangeTest
 from cds.trials.lupus.sledai import SledaiData
-from cds.trials.lupus.slicc import SliccData
+from cds.trials.lupus.slicc import DSDNA_FOLD_NOTE, SliccData
 
 
 def _loinc(name: str, *codes: str) -> ValueSet:
@@ -65,7 +65,12 @@ ANA = (
 DSDNA = (
     # ref ✅ (I5): immunoassays 33799-8 (Mayo ELISA/multiplex), 32677-7 (Cleveland Clinic EIA), 5130-0
     # (OSU quantitative): SLICC's ELISA rule, > 2x the range.
-    RangeTest("anti-dsDNA", _loinc("anti-dsDNA immunoassay", "33799-8", "32677-7", "5130-0"), fold=2.0),
+    RangeTest(
+        "anti-dsDNA",
+        _loinc("anti-dsDNA immunoassay", "33799-8", "32677-7", "5130-0"),
+        fold=2.0,
+        fold_note=DSDNA_FOLD_NOTE,
+    ),
     # ref ✅: 47299-3 LabCorp Farr RIA; 53148-3 OSU dsDNA screen; 58466-4 / 69048-7 Crithidia (Mayo).
     RangeTest("anti-dsDNA", _loinc("anti-dsDNA Farr / Crithidia / screen", "47299-3", "53148-3", "58466-4", "69048-7")),
 )
