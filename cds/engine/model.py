@@ -114,8 +114,9 @@ class CriterionResult:
     title: str = ""
     settleable: bool = True  # False only for criteria no data can settle (investigator judgment)
     items: tuple[ItemResult, ...] = ()  # computed items behind the result (SLICC, SLEDAI), if any
-    # The resource types the criterion's rule reads (its declared reads: `Trial.reads_of`), sorted.
-    # Empty: not known (a result built by hand), never "depends on nothing".
+    # The resource types the result depends on, sorted: the rule's declared reads (`Trial.reads_of`),
+    # or fewer when the rule knows its outcome rests on fewer (`Outcome.depends_on`). Empty: not
+    # known (e.g. a result built by hand), never "depends on nothing". Not in the JSON form.
     depends_on: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -150,7 +151,7 @@ class DataIssueKind(enum.StrEnum):
     """Why a record that was present was not used (`cds.engine.record.build_record`)."""
 
     NOT_JSON_OBJECT = "not_json_object"  # not a JSON object: its type, hence what it held, is unknown
-    UNSUPPORTED_TYPE = "unsupported_type"  # a resource type no criterion reads
+    UNSUPPORTED_TYPE = "unsupported_type"  # a resource type the engine does not read
     WRONG_PATIENT = "wrong_patient"  # about another patient (or no patient reference)
     INVALID_FHIR = "invalid_fhir"  # a type the criteria read, but not valid FHIR R4: it may hold a deciding fact
 
