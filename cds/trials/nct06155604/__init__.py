@@ -12,13 +12,16 @@ generic engine lacks (`rules.py`). Terminology sources, named next to the codes:
 * SNOMED CT kidney codes: the UK Renal Registry data schema (rixg.org.uk, "CfEdtaPrdCode": the
   ERA-EDTA primary renal diagnoses with their SNOMED CT concepts and descriptions) for IgA
   nephropathy, membranous, FSGS, MCGN, anti-GBM, fibrillary GN, polycystic kidney disease,
-  hereditary nephritis, nephronophthisis, GPA, microscopic polyangiitis, HSP, minimal change disease;
-  public code sets (OHDSI / CKD phenotype code lists, FHIR example bundles) for type 1 diabetes
-  46635009, diabetic ketoacidosis 420422005, CKD stage 5 433146000, ESRD 46177005, renal dialysis
-  265764009, hemodialysis 302497006, kidney transplant 70536003, UTI 68566005, acute infective
-  cystitis 307426000 (Synthea's UTI code), pyelonephritis 45816000; the SNOMED CT documentation
-  example "Fine needle biopsy of kidney" 48426002. The SLE glomerulonephritis WHO class I-VI codes
-  are the ones shared/reference/criteria-terminology.md verified (UK SLE code set).
+  hereditary nephritis, nephronophthisis, GPA, microscopic polyangiitis, HSP, minimal change disease.
+  The other SNOMED CT codes were checked against their fully specified names as printed in several
+  independent public code lists and FHIR example data (a public code search): type 1 diabetes
+  46635009, "Diabetic ketoacidosis (disorder)" 420422005, "Chronic kidney disease stage 5 (disorder)"
+  433146000, "End-stage renal disease (disorder)" 46177005, "Renal dialysis (procedure)" 265764009,
+  "Hemodialysis (procedure)" 302497006, "Transplant of kidney (procedure)" 70536003, "Urinary tract
+  infection (disorder)" 68566005, "Acute infective cystitis (disorder)" 307426000,
+  "Pyelonephritis (disorder)" 45816000; "Fine needle biopsy of kidney (procedure)" 48426002
+  from the SNOMED CT editorial guide's biopsy examples. The SLE glomerulonephritis WHO class I-VI
+  codes are the ones shared/reference/criteria-terminology.md verified (UK SLE code set).
 
 `UNVERIFIED_LEFT_OUT` lists what no public source consulted confirmed; name patterns cover it.
 """
