@@ -241,3 +241,21 @@ def test_the_criteria_table_is_generated_from_the_definition() -> None:
     for c in TRIAL.criteria:
         assert f"`{c.id}`" in table
     assert "from NCT06155604" in table
+
+
+def test_every_first_trial_fixture_evaluates_without_a_rule_error() -> None:
+    """Robustness: 145 varied records (real export shapes, units, dose forms) through the new rules,
+    re-raising any rule error instead of reporting it as unknown."""
+    verdicts = set()
+    for path in sorted((ROOT.parent / "patients").glob("*.json")):
+        contents = read_bundle_file(path)
+        set_strict(True)
+        try:
+            for p in contents.patients:
+                report = evaluate(
+                    p.resources, patient_id=p.patient_id, as_of=AS_OF, searched=contents.searched, trial=TRIAL
+                )
+                verdicts.add(report.verdict.value)
+        finally:
+            set_strict(False)
+    assert verdicts == {"excluded"}  # none of them has lupus nephritis with CKD and a biopsy
