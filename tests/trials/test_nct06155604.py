@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -259,3 +261,13 @@ def test_every_first_trial_fixture_evaluates_without_a_rule_error() -> None:
         finally:
             set_strict(False)
     assert verdicts == {"excluded"}  # none of them has lupus nephritis with CKD and a biopsy
+
+
+def test_committed_fixtures_equal_a_fresh_build() -> None:
+    spec = importlib.util.spec_from_file_location("fixtures_nct06155604_build", ROOT / "build.py")
+    assert spec is not None
+    assert spec.loader is not None
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder  # dataclasses need the module registered
+    spec.loader.exec_module(builder)
+    assert builder.self_test(ROOT, validate=False) == []
