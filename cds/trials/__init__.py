@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cds.engine.trial import Trial
 
 # The registered trials, by lower-case id (the folder name). The first is the default of every command.
-REGISTERED: tuple[str, ...] = ("nct04582136",)
+REGISTERED: tuple[str, ...] = ("nct04582136", "nct06155604")
 DEFAULT_TRIAL: str = REGISTERED[0]
 
 
