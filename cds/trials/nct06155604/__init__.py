@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from cds.engine.definition import ICD10CM, SNOMED, Drug, ValueSet
 from cds.engine.model import Kind
-from cds.engine.rules import AgeRange, ClinicalSledai, ConditionPresent, DoseCap
+from cds.engine.rules import AgeRange, ConditionPresent, DoseCap
 from cds.engine.trial import Criterion, Trial
+from cds.trials.lupus.sledai import ClinicalSledai
 from cds.trials.nct04582136 import (
     AZATHIOPRINE,
     BETAMETHASONE,
@@ -216,6 +217,9 @@ BIOLOGICS = Drug(
     None,
     name_pattern=r"rituximab|belimumab|anifrolumab|obinutuzumab|ocrelizumab|\bbenlysta\b|\brituxan\b",
 )
+# The SLEDAI-2K describes the last 30 days: a recorded total, and the renal-domain labs behind its items.
+SLEDAI_DAYS = 30
+
 # Any other immunosuppressant in the window fails the criterion (the listed regimens are the only ones).
 OTHER_IMMUNOSUPPRESSANTS = (
     TACROLIMUS,
@@ -295,7 +299,7 @@ CRITERIA = (
         "hematuria or pyuria (may be infection or stone) -> unknown",
         "Observation (SLEDAI-2K total, urinalysis, urine protein), QuestionnaireResponse (SLEDAI-2K form)",
         "no SLEDAI-2K total in 30 days; a renal item not tested in 30 days; casts, hematuria or pyuria present",
-        QuiescentSledai(ClinicalSledai(SLEDAI_TOTAL, 4, 0, (), ()), sle_items.SLEDAI, 4),
+        QuiescentSledai(ClinicalSledai(SLEDAI_TOTAL, 4, 0, (), (), SLEDAI_DAYS), sle_items.SLEDAI, 4),
     ),
     Criterion(
         "inc-stable-regimen",

@@ -24,10 +24,9 @@ from cds.engine import facts
 from cds.engine.definition import SYSTEMIC_ROUTES, Analyte, Drug, Policy, RouteClass, ValueSet
 from cds.engine.facts import ConditionFact, Exposure, LabValue, fmt
 from cds.engine.model import Evidence, Flag, Status
-from cds.engine.reads import Read, _labs, observations, reads
+from cds.engine.reads import Read, labs, observations, reads
 from cds.engine.record import MEDICATION_TYPES
 from cds.engine.rules import (
-    ClinicalSledai,
     Context,
     DoseCap,
     DrugExposure,
@@ -36,8 +35,8 @@ from cds.engine.rules import (
     ckd_epi_2021,
 )
 from cds.engine.sex import clinical_sex
-from cds.engine.sledai import SledaiData, questionnaire_scores, sledai_items
 from cds.engine.timeutil import age_on, span
+from cds.trials.lupus.sledai import ClinicalSledai, SledaiData, questionnaire_scores, sledai_items
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
 
@@ -309,7 +308,7 @@ class QuiescentSledai:
                 assert ev.value is not None
                 return float(ev.value), ev
         if "QuestionnaireResponse" in ctx.record.searched:
-            for form in questionnaire_scores(ctx, self.data):
+            for form in questionnaire_scores(ctx, self.data, self.score.window_days):
                 total = form.total
                 if total is None and form.clinical is not None:
                     total = form.clinical + (form.serology or 0)
@@ -322,8 +321,8 @@ class QuiescentSledai:
     def evaluate(self, ctx: Context) -> Outcome:
         if (missing := _searched(ctx, "Observation")) is not None:
             return Outcome(UNKNOWN, "observations not available", (missing,))
-        window = ctx.policy.sledai_window_days
-        items = sledai_items(ctx, self.data, domains=self.renal_domains)
+        window = self.score.window_days
+        items = sledai_items(ctx, self.data, window, domains=self.renal_domains)
         met = [i for i in items if i.status is MET]
         hard = [i for i in met if "to verify" not in i.reason]
         untested = [i for i in items if i.status is UNKNOWN]
@@ -658,18 +657,18 @@ def _(rule: BiopsyProvenLupusNephritis, policy: Policy) -> tuple[Read, ...]:
 @reads.register
 def _(rule: LabInRange, policy: Policy) -> tuple[Read, ...]:
     analytes = (rule.analyte,) if rule.derived_from is None else (rule.analyte, rule.derived_from)
-    return (*_types("Patient"), *_labs(analytes, rule.days, policy))
+    return (*_types("Patient"), *labs(analytes, rule.days, policy))
 
 
 @reads.register
 def _(rule: QuiescentSledai, policy: Policy) -> tuple[Read, ...]:
-    days = policy.sledai_window_days
+    days = rule.score.window_days
     score = rule.score.score | ValueSet.of("SLEDAI-2K site codes", policy.sledai_local_codes)
     d = rule.data
     renal = (d.urine_rbc, d.urine_wbc, d.protein_24h, d.upcr)
     casts = Read("Observation", codes=d.rbc_casts.codes.codes, lookback_days=days)
     # a SLEDAI-2K QuestionnaireResponse is read when present (not fetched: see cds.engine.record)
-    return (observations(score, days, policy), casts, *_labs(renal, days, policy))
+    return (observations(score, days, policy), casts, *labs(renal, days, policy))
 
 
 @reads.register
