@@ -278,8 +278,8 @@ def worklist_page(
         + f'<p><a id="csv" href="{escape(csv_href)}" download>Download CSV</a> · '
         + f'<a href="{escape(base)}/audit">Full audit trail</a></p>'
         + f"{table}{elsewhere}"
-        + f"<h2>Attrition per criterion</h2>{charts}"
         + f"<h2>Recent changes</h2>{audit_table(audit, 'Latest status changes')}"
+        + f"<h2>Attrition per criterion</h2>{charts}"
         + "</main>"
     )
     return _doc("Prescreen worklist", body)
