@@ -299,6 +299,21 @@ class Settings(BaseSettings):
     worklist_session_seconds: int = Field(
         default=8 * 3600, ge=300, le=7 * 86400, description="Lifetime of a worklist sign-in (seconds)."
     )
+    worklist_oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC issuer for worklist sign-in (authorization code + PKCE; https). Unset: local accounts only.",
+    )
+    worklist_oidc_client_id: str | None = Field(default=None, description="OIDC client id of the worklist.")
+    worklist_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="OIDC client secret (confidential client, HTTP Basic). Unset: a public client."
+    )
+    worklist_oidc_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Users allowed to sign in with OIDC (values of the user claim). Empty: nobody.",
+    )
+    worklist_oidc_user_claim: str = Field(
+        default="email", description="ID token claim naming the worklist user (e.g. email, preferred_username, sub)."
+    )
     worklist_max_rows: int = Field(
         default=500, ge=10, le=100_000, description="Rows shown on the worklist page (the CSV export has every row)."
     )
@@ -310,6 +325,7 @@ class Settings(BaseSettings):
         "auth_jku_allowed",
         "auth_tenants",
         "worklist_users",
+        "worklist_oidc_users",
         mode="before",
     )
     @classmethod

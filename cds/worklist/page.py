@@ -62,10 +62,12 @@ def _doc(title: str, body: str) -> str:
     )
 
 
-def login_page(base: str, csrf: str, *, error: str = "", accounts: bool = True) -> str:
+def login_page(base: str, csrf: str, *, error: str = "", accounts: bool = True, oidc: bool = False) -> str:
     message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    if oidc:
+        message += f'<p><a id="oidc" href="{escape(base)}/oidc/start">Sign in with your organisation</a></p>'
     if not accounts:
-        message += '<p class="note">No worklist account is configured (CDS_WORKLIST_USERS).</p>'
+        message += '<p class="note">No local worklist account is configured (CDS_WORKLIST_USERS).</p>'
     body = (
         '<main class="login"><h1>Prescreen worklist: sign in</h1>'
         f"{message}"
@@ -84,6 +86,16 @@ def message_page(title: str, text: str, base: str) -> str:
         title,
         f'<main><h1>{escape(title)}</h1><p>{escape(text)}</p><p><a href="{escape(base)}">'
         "Back to the worklist</a></p></main>",
+    )
+
+
+def continue_page(base: str) -> str:
+    """Shown after an OIDC sign-in: a same-site refresh to the worklist (and a link)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={escape(base)}"><link rel="icon" href="data:,">'
+        f"<title>Signed in</title><style>{STYLE}</style></head><body><main><h1>Signed in</h1>"
+        f'<p><a href="{escape(base)}">Continue to the worklist</a></p></main></body></html>\n'
     )
 
 

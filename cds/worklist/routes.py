@@ -24,6 +24,7 @@ from cds.service.report_page import PAGE_HEADERS, report_html
 from cds.store.database import Database
 from cds.worklist import page
 from cds.worklist.auth import PasswordHash, Session, Signer, authenticate, parse_users, same_token
+from cds.worklist.oidc import OidcClient, OidcError, Transaction
 from cds.worklist.reports import report_from_json, trial_info
 from cds.worklist.rows import STATUSES, VERDICT_FILTERS, Candidate, matches, ranked, to_csv
 from cds.worklist.store import StatusConflict, WorklistStore
@@ -44,6 +45,7 @@ class WorklistContext:
     store: WorklistStore
     users: dict[str, PasswordHash]
     clock: Callable[[], float] = time.time
+    oidc: OidcClient | None = None
     _signer: Signer | None = field(default=None, init=False)
 
     def signer(self) -> Signer:
@@ -64,7 +66,18 @@ def install_worklist(
     policy = AlertPolicy(referral_quiet_days=settings.alert_referral_quiet_days)
     secret = settings.alert_key_secret.get_secret_value() if settings.alert_key_secret else None
     store = WorklistStore(database, AlertStore(database.engine, policy, secret))
-    app.state.worklist = WorklistContext(settings, store, parse_users(settings.worklist_users), clock)
+    oidc = None
+    if settings.worklist_oidc_issuer and settings.worklist_oidc_client_id:
+        secret_value = settings.worklist_oidc_client_secret
+        oidc = OidcClient(
+            issuer=settings.worklist_oidc_issuer,
+            client_id=settings.worklist_oidc_client_id,
+            client_secret=secret_value.get_secret_value() if secret_value else None,
+            allowed_users=frozenset(settings.worklist_oidc_users),
+            user_claim=settings.worklist_oidc_user_claim,
+            clock=clock,
+        )
+    app.state.worklist = WorklistContext(settings, store, parse_users(settings.worklist_users), clock, oidc)
     app.include_router(router)
 
 
@@ -102,7 +115,10 @@ async def _session(request: Request) -> Session | None:
     ctx = _ctx(request)
     signer = await run_in_threadpool(ctx.signer)
     session = signer.load_session(request.cookies.get(SESSION_COOKIE), ctx.clock())
-    if session is not None and session.user not in ctx.users:
+    allowed = session is not None and (
+        session.user in ctx.users or (ctx.oidc is not None and session.user in ctx.oidc.allowed_users)
+    )
+    if session is not None and not allowed:
         return None  # the account was removed: its sessions end
     return session
 
@@ -151,7 +167,7 @@ async def login_form(request: Request) -> Response:
     ctx = _ctx(request)
     signer = await run_in_threadpool(ctx.signer)
     cookie, csrf = signer.login_token(ctx.clock())
-    response = _html(page.login_page(_base(request), csrf, accounts=bool(ctx.users)))
+    response = _html(page.login_page(_base(request), csrf, accounts=bool(ctx.users), oidc=ctx.oidc is not None))
     _set_cookie(response, request, ctx, LOGIN_COOKIE, cookie, 1800)
     return response
 
@@ -170,7 +186,13 @@ async def login(request: Request) -> Response:
         log.warning("worklist sign-in refused", extra={"event": "worklist.login_failed"})
         cookie, csrf = signer.login_token(ctx.clock())
         refused = _html(
-            page.login_page(_base(request), csrf, error="Wrong user name or password.", accounts=bool(ctx.users)),
+            page.login_page(
+                _base(request),
+                csrf,
+                error="Wrong user name or password.",
+                accounts=bool(ctx.users),
+                oidc=ctx.oidc is not None,
+            ),
             401,
         )
         _set_cookie(refused, request, ctx, LOGIN_COOKIE, cookie, 1800)
@@ -326,3 +348,72 @@ async def audit(request: Request) -> Response:
     patient = str(request.query_params.get("patient", ""))[:64]
     entries = await run_in_threadpool(lambda: ctx.store.audit(trial=trial, patient_id=patient, limit=1000))
     return _html(page.audit_page(_base(request), session.user, session.csrf, entries))
+
+
+# ---------------------------------------------------------------------- OIDC (authorization code + PKCE)
+
+OIDC_COOKIE = "cds_worklist_oidc"
+OIDC_SECONDS = 600
+
+
+def _redirect_uri(request: Request, settings: Settings) -> str:
+    root = settings.public_base_url or str(request.base_url).rstrip("/")
+    return root + "/worklist/oidc/callback"
+
+
+@router.get("/oidc/start")
+async def oidc_start(request: Request) -> Response:
+    ctx = _ctx(request)
+    if ctx.oidc is None:
+        return _html(page.message_page("Not configured", "OIDC sign-in is not configured.", _base(request)), 404)
+    tx = ctx.oidc.new_transaction()
+    try:
+        url = await ctx.oidc.authorization_url(tx, _redirect_uri(request, ctx.settings))
+    except OidcError as exc:
+        log.warning("worklist OIDC unavailable", extra={"event": "worklist.oidc_error", "error": str(exc)})
+        return _html(page.message_page("Sign-in unavailable", str(exc), _base(request)), 503)
+    signer = await run_in_threadpool(ctx.signer)
+    cookie = signer.dumps(
+        {"k": "o", "state": tx.state, "nonce": tx.nonce, "v": tx.verifier, "exp": int(ctx.clock()) + OIDC_SECONDS}
+    )
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        OIDC_COOKIE,
+        cookie,
+        max_age=OIDC_SECONDS,
+        path=_base(request) + "/oidc",
+        httponly=True,
+        samesite="lax",  # the provider's redirect back is a cross-site top-level navigation
+        secure=_secure(request, ctx.settings),
+    )
+    return response
+
+
+@router.get("/oidc/callback")
+async def oidc_callback(request: Request) -> Response:
+    ctx = _ctx(request)
+    base = _base(request)
+    if ctx.oidc is None:
+        return _html(page.message_page("Not configured", "OIDC sign-in is not configured.", base), 404)
+    signer = await run_in_threadpool(ctx.signer)
+    data = signer.loads(request.cookies.get(OIDC_COOKIE), ctx.clock())
+    state = request.query_params.get("state")
+    code = request.query_params.get("code")
+    if data is None or data.get("k") != "o" or not same_token(state, str(data.get("state", ""))):
+        return _forbidden(request)
+    if not code:
+        return _html(page.message_page("Sign-in refused", "The identity provider did not sign you in.", base), 401)
+    tx = Transaction(state=str(data["state"]), nonce=str(data.get("nonce", "")), verifier=str(data.get("v", "")))
+    try:
+        user = await ctx.oidc.sign_in(code, tx, _redirect_uri(request, ctx.settings))
+    except OidcError as exc:
+        log.warning("worklist OIDC sign-in refused", extra={"event": "worklist.oidc_refused", "error": str(exc)})
+        return _html(page.message_page("Sign-in refused", str(exc), base), 403)
+    token, _ = signer.session(user, ctx.clock(), ctx.settings.worklist_session_seconds)
+    log.info("worklist sign-in (OIDC)", extra={"event": "worklist.login"})
+    # A page, not a redirect: after the provider's cross-site redirect, a SameSite=Strict cookie set
+    # here would not be sent with a redirected request; the refresh is a same-site navigation.
+    response = _html(page.continue_page(base))
+    _set_cookie(response, request, ctx, SESSION_COOKIE, token, ctx.settings.worklist_session_seconds)
+    response.delete_cookie(OIDC_COOKIE, path=base + "/oidc")
+    return response

@@ -21,6 +21,7 @@ import pytest
 
 from cds.worklist.auth import hash_password
 from tests.worklist.builders import NOW, REFERRED, db_url, seed
+from tests.worklist.fake_idp import FakeIdp
 from tests.worklist.test_routes import PASSWORD, settings_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -69,28 +70,66 @@ def browser(downloads: Path) -> Iterator[Any]:
     driver.quit()
 
 
+class _Server:
+    """An ASGI app served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, app: Any) -> str:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        assert self.thread is not None
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
 @pytest.fixture(scope="module")
 def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     from cds.service.app import create_app
 
     tmp = tmp_path_factory.mktemp("worklist-browser")
     seed(db_url(tmp))
-    app = create_app(settings_for(tmp), clock=NOW.timestamp)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    server = _Server()
+    yield server.start(create_app(settings_for(tmp), clock=NOW.timestamp))
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def oidc_service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service signing in with OIDC at a fake provider (both real HTTP servers on loopback)."""
+    from cds.service.app import create_app
+
+    idp_server = _Server()
+    idp = FakeIdp(issuer=idp_server.url)
+    idp_server.start(idp.app())
+    tmp = tmp_path_factory.mktemp("worklist-oidc-browser")
+    seed(db_url(tmp))
+    settings = settings_for(
+        tmp,
+        worklist_oidc_issuer=idp.issuer,
+        worklist_oidc_client_id=idp.client_id,
+        worklist_oidc_users=[idp.user],
+    )
+    server = _Server()
+    yield server.start(create_app(settings, clock=NOW.timestamp))
+    server.stop()
+    idp_server.stop()
 
 
 def _console_errors(driver: Any) -> list[dict[str, Any]]:
@@ -212,3 +251,16 @@ def test_a_wrong_password_keeps_the_visitor_out(browser: Any, service_url: str) 
     assert browser.current_url.endswith("/worklist/login")
     errors = _console_errors(browser)
     assert all("401" in e["message"] for e in errors), errors  # the 401 status itself is logged by Chromium
+
+
+def test_a_coordinator_signs_in_with_oidc(browser: Any, oidc_service_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(oidc_service_url + "/worklist")
+    browser.find_element(By.ID, "oidc").click()  # to the provider and back (authorization code + PKCE)
+    _wait(browser, lambda d: d.current_url == oidc_service_url + "/worklist")
+    assert "Signed in as coordinator@example.org" in browser.find_element(By.TAG_NAME, "header").text
+    assert _patients(browser)[0] == "base-candidate"
+    _shot(browser, "7-oidc-signed-in")
+    assert _console_errors(browser) == []
