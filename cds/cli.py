@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_population_parser(sub)
 
+    w = sub.add_parser("worklist", help="the coordinators' worklist (/worklist)")
+    w.add_argument("action", choices=("hash-password",), help="hash-password: print a CDS_WORKLIST_USERS hash")
+    w.add_argument("--stdin", action="store_true", help="read the password from standard input (one line)")
+
     c = sub.add_parser("criteria", help="print the criteria table (markdown) from the trial definition")
     c.add_argument("--check", type=Path, default=None, help="fail if this file does not contain the table")
     return parser
@@ -232,6 +236,26 @@ def _population(args: argparse.Namespace) -> int:
     return run_population(opts, Settings(), sys.stdout, sys.stderr)
 
 
+def _hash_password(from_stdin: bool) -> int:
+    """Print a scrypt hash for CDS_WORKLIST_USERS (``user:<hash>``); the password is never echoed."""
+    import getpass
+
+    from cds.worklist.auth import hash_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("error: the passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < 12:
+        print("error: use at least 12 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["sandbox"]:
@@ -260,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.patient_file)
     if args.command == "db":
         return database_command(args.action, sys.stdout)
+    if args.command == "worklist":
+        return _hash_password(args.stdin)
     if args.command == "criteria":
         from cds.trials.docs import criteria_markdown
 

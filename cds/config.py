@@ -286,9 +286,47 @@ class Settings(BaseSettings):
         description="Target size of one screening partition (bytes of NDJSON); the partition count is at least "
         "4 per worker.",
     )
+    worklist_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Local accounts of the coordinators' worklist (/worklist), `user:<scrypt hash>` entries made by "
+        "`cds worklist hash-password` (never a plaintext password). Empty: nobody can sign in.",
+    )
+    worklist_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key signing worklist session cookies. Unset: a random key created once in the database "
+        "(shared by workers and replicas).",
+    )
+    worklist_session_seconds: int = Field(
+        default=8 * 3600, ge=300, le=7 * 86400, description="Lifetime of a worklist sign-in (seconds)."
+    )
+    worklist_oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC issuer for worklist sign-in (authorization code + PKCE; https). Unset: local accounts only.",
+    )
+    worklist_oidc_client_id: str | None = Field(default=None, description="OIDC client id of the worklist.")
+    worklist_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="OIDC client secret (confidential client, HTTP Basic). Unset: a public client."
+    )
+    worklist_oidc_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Users allowed to sign in with OIDC (values of the user claim). Empty: nobody.",
+    )
+    worklist_oidc_user_claim: str = Field(
+        default="email", description="ID token claim naming the worklist user (e.g. email, preferred_username, sub)."
+    )
+    worklist_max_rows: int = Field(
+        default=500, ge=10, le=100_000, description="Rows shown on the worklist page (the CSV export has every row)."
+    )
 
     @field_validator(
-        "fhir_allowed_servers", "cors_origins", "auth_issuers", "auth_jku_allowed", "auth_tenants", mode="before"
+        "fhir_allowed_servers",
+        "cors_origins",
+        "auth_issuers",
+        "auth_jku_allowed",
+        "auth_tenants",
+        "worklist_users",
+        "worklist_oidc_users",
+        mode="before",
     )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -307,6 +345,14 @@ class Settings(BaseSettings):
         from cds.fhir.urls import UrlAllowList
 
         UrlAllowList(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("worklist_users")
+    @classmethod
+    def _accounts(cls, value: list[str]) -> list[str]:
+        from cds.worklist.auth import parse_users
+
+        parse_users(value)  # raises ValueError naming the bad entry's user
         return value
 
     @field_validator("public_base_url")

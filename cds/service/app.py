@@ -45,6 +45,7 @@ from cds.service.state import (
 )
 from cds.store.database import Database, DatabaseUnavailable
 from cds.store.replay import ReplayStore
+from cds.worklist.routes import install_worklist
 
 
 def create_app(
@@ -130,6 +131,7 @@ def create_app(
         max_age=600,
     )
     app.include_router(router)
+    install_worklist(app, settings, database, clock=clock)
     return app
 
 

@@ -9,7 +9,13 @@ from sqlalchemy import MetaData
 from cds.store.base import Base
 
 # Modules that declare tables on `Base`. Add a module here (and a migration) when it adds a table.
-MODEL_MODULES = ("cds.service.feedback", "cds.store.replay", "cds.service.alerts", "cds.population.store")
+MODEL_MODULES = (
+    "cds.service.feedback",
+    "cds.store.replay",
+    "cds.service.alerts",
+    "cds.population.store",
+    "cds.worklist.store",
+)
 
 
 def metadata() -> MetaData:
