@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cds.engine.model import CriterionResult, DataIssue, Evidence, Flag, ItemResult, Kind, Report, Status
+from cds.engine.model import CriterionResult, DataIssue, DataIssueKind, Evidence, Flag, ItemResult, Kind, Report, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,15 @@ def _criterion(data: Mapping[str, Any], unsettleable: frozenset[str]) -> Criteri
     )
 
 
+def _issue_kind(value: Any) -> DataIssueKind:
+    """The stored issue's kind; a report stored before kinds existed (or an unknown kind) counts as
+    invalid FHIR, the kind that leaves its type doubtful (never settles more than the engine did)."""
+    try:
+        return DataIssueKind(value)
+    except ValueError:
+        return DataIssueKind.INVALID_FHIR
+
+
 def report_from_json(data: Mapping[str, Any], trial: TrialInfo) -> Report:
     try:
         as_of = date.fromisoformat(_str(data.get("asOf")))
@@ -119,7 +128,12 @@ def report_from_json(data: Mapping[str, Any], trial: TrialInfo) -> Report:
         as_of=as_of,
         criteria=tuple(_criterion(c, trial.unsettleable) for c in _list(data.get("criteria"))),
         data_issues=tuple(
-            DataIssue(reference=_str(d.get("reference")), problem=_str(d.get("problem")))
+            DataIssue(
+                reference=_str(d.get("reference")),
+                problem=_str(d.get("problem")),
+                kind=_issue_kind(d.get("kind")),
+                resource_type=d.get("resourceType") if isinstance(d.get("resourceType"), str) else None,
+            )
             for d in _list(data.get("dataIssues"))
         ),
         incomplete=tuple(i for i in incomplete if isinstance(i, str)) if isinstance(incomplete, list) else (),
