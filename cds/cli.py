@@ -271,7 +271,7 @@ def _population(args: argparse.Namespace) -> int:
 
 def criteria_command(trial_id: str, check: Path | None, update: Path | None, out: TextIO, err: TextIO) -> int:
     """`cds criteria`: print one trial's table; `--check`/`--update` a file's sections of every trial."""
-    from cds.trials import get
+    from cds.trials import get, get_all
     from cds.trials.docs import criteria_markdown, readme_problems, update_readme
 
     if check is not None:
@@ -288,7 +288,7 @@ def criteria_command(trial_id: str, check: Path | None, update: Path | None, out
             return 1
         if updated != text:
             update.write_text(updated, encoding="utf-8")
-        out.write(f"{update}: criteria sections of {', '.join(REGISTERED)} up to date\n")
+        out.write(f"{update}: criteria sections of {', '.join(t.id for t in get_all())} up to date\n")
         return 0
     out.write(criteria_markdown(get(trial_id)) + "\n")
     return 0

@@ -283,12 +283,14 @@ def _codings(concept: Any) -> list[Mapping[str, Any]]:
 
 
 def _texts(value: Any) -> Iterable[str]:
-    """Every string inside a JSON value (for "does it name the trial")."""
+    """Every string inside a JSON value (for "does it name the trial"), code system URIs left out
+    (ours, ``https://nct04582136-cds.example.org/...``, name the project, not a trial)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _texts(item)
+        for key, item in value.items():
+            if key != "system":
+                yield from _texts(item)
     elif isinstance(value, list):
         for item in value:
             yield from _texts(item)
