@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cards.models import Coding
+from cds.trials import service_id
 
 #: Base of the project's own code systems. ``example.org`` is reserved for documentation: replace it
 #: with a domain the deploying site controls before production (the codes stay the same).
@@ -16,9 +17,13 @@ PRESCREEN_RESULT_SYSTEM = f"{SYSTEM_BASE}/prescreen-result"
 #: Key of the engine report inside a card's ``extension`` (reverse-DNS, per the spec).
 REPORT_EXTENSION_KEY = "org.nct04582136-cds.report"
 
-#: Static topic: the same for every card of this service, so an EHR that keys dismissals on
-#: ``source.topic`` (Epic) can make "do not show again" stick.
-TOPIC = Coding(system=CARD_TOPIC_SYSTEM, code="nct04582136-prescreen", display="NCT04582136 prescreen")
+
+def card_topic(trial_id: str) -> Coding:
+    """Static topic of one trial's cards (its service id as the code): the same for every card of that
+    service, so an EHR that keys dismissals on ``source.topic`` (Epic) can make "do not show again"
+    stick, per trial."""
+    return Coding(system=CARD_TOPIC_SYSTEM, code=service_id(trial_id), display=f"{trial_id} prescreen")
+
 
 OVERRIDE_REASONS: tuple[Coding, ...] = (
     Coding(system=OVERRIDE_REASON_SYSTEM, code="already-screened", display="Already screened for this study"),

@@ -4,9 +4,10 @@
   that says "possible candidate" and the count to verify (never "eligible", no PHI; "— data
   incomplete" when the report is incomplete), a ``detail`` a clinician reads in seconds (at most
   `DETAIL_MAX` characters: one verdict line, then at most five short bullets, most decisive first -
-  what is against (excluded card only), what needs verifying, SLE since, disease activity,
-  serology; criterion titles, never internal ids; codes as "SNOMED CT 55464009", never system
-  URIs; all data made inert by `cards.markdown.escape`), a static ``source.topic``, links (the
+  what is against (excluded card only), what needs verifying, then the supporting facts the
+  trial's card wording names (`cards.wording`, from ``cds/trials/<id>/card.py``: for NCT04582136 SLE
+  since, disease activity, serology); criterion titles, never internal ids; codes as "SNOMED CT 55464009", never system
+  URIs; all data made inert by `cards.markdown.escape`), a static ``source.topic`` per trial, links (the
   service's full report page when the service passes `report_link`, and the trial on
   ClinicalTrials.gov; ``autoLaunchable: false``), override reasons, one suggestion (refer to the
   study team: a draft ServiceRequest, see `cards.referral`) and the full report under
@@ -34,12 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cards.codes import OVERRIDE_REASONS, REPORT_EXTENSION_KEY, TOPIC
+from cards.codes import OVERRIDE_REASONS, REPORT_EXTENSION_KEY, card_topic
 from cards.markdown import escape, humanize_codes, plain
 from cards.models import SUMMARY_MAX, Action, Card, Link, Source, Suggestion
 from cards.referral import referral_service_request
 from cards.trial import TrialLike
 from cards.verdict import VERDICT_LEAD, against, to_verify, verdict_label, verdict_tail
+from cards.wording import PLAIN_WORDING, CardWording, Highlight, SinceFact
 from cds.engine.model import CriterionResult, Evidence, Flag, Report, Status, Verdict
 
 UuidFactory = Callable[[], str]
@@ -130,14 +132,24 @@ def _evidence_fact(ev: Evidence) -> str:
     return escape(_clip(text, 120))
 
 
-def _sle_fact(report: Report) -> str | None:
+def wording_of(trial: TrialLike) -> CardWording:
+    """The card wording of a registered trial (`cds.trials.card_wording`); plain for any other."""
+    from cds.trials import UnknownTrial, card_wording
+
+    try:
+        return card_wording(trial.id)
+    except UnknownTrial:
+        return PLAIN_WORDING
+
+
+def _since_fact(report: Report, spec: SinceFact) -> str | None:
     dates: list[str] = []
     try:
-        if report.by_id("inc-sle-diagnosis").status is not Status.MET:
+        if report.by_id(spec.requires).status is not Status.MET:
             return None
     except KeyError:
         return None
-    for cid in ("inc-sle-duration", "inc-sle-diagnosis"):
+    for cid in spec.dates_from:
         try:
             result = report.by_id(cid)
         except KeyError:
@@ -149,23 +161,23 @@ def _sle_fact(report: Report) -> str | None:
             break
     if not dates:
         return None
-    return f"- **SLE** coded since {escape(min(dates))}"
+    return f"- **{escape(spec.label)}** coded since {escape(min(dates))}"
 
 
-def _facts_of(report: Report, cid: str, label: str) -> str | None:
+def _highlight(report: Report, highlight: Highlight) -> str | None:
     try:
-        result = report.by_id(cid)
+        result = report.by_id(highlight.criterion)
     except KeyError:
         return None
     facts = [_evidence_fact(ev) for ev in result.evidence if ev.value is not None or ev.original is not None]
     if result.status is not Status.MET or not facts:
         return None
-    return f"- **{label}:** " + "; ".join(facts[:2])
+    return f"- **{escape(highlight.label)}:** " + "; ".join(facts[:2])
 
 
-def detail_bullets(report: Report) -> list[str]:
+def detail_bullets(report: Report, wording: CardWording = PLAIN_WORDING) -> list[str]:
     """At most five bullets, most decisive first: what is against (when shown), what needs verifying,
-    then the key supporting facts (SLE since, disease activity, serology)."""
+    then the supporting facts of the trial's card wording."""
     bullets: list[str] = []
     fails = against(report)
     if fails:
@@ -173,17 +185,15 @@ def detail_bullets(report: Report) -> list[str]:
     unknown = to_verify(report)
     if unknown:
         bullets.append(_items_bullet("To verify", [_criterion_item(r, 70) for r in unknown], 520))
-    for fact in (
-        _sle_fact(report),
-        _facts_of(report, "inc-sledai", "Disease activity"),
-        _facts_of(report, "inc-serology", "Serology"),
-    ):
+    facts = [_since_fact(report, wording.since)] if wording.since is not None else []
+    facts += [_highlight(report, h) for h in wording.highlights]
+    for fact in facts:
         if fact is not None:
             bullets.append(fact)
     return bullets[:MAX_BULLETS]
 
 
-def detail_markdown(report: Report, trial: TrialLike) -> str:
+def detail_markdown(report: Report, trial: TrialLike, wording: CardWording | None = None) -> str:
     """The card body: one verdict line, then at most five short bullets (see the module doc)."""
     lead = (
         f"**{VERDICT_LEAD[report.verdict]} on the data read — {INCOMPLETE}:** the exclusion is not settled; "
@@ -199,7 +209,7 @@ def detail_markdown(report: Report, trial: TrialLike) -> str:
         line += " " + incomplete_text(report)
     if report.data_issues:
         line += f" {len(report.data_issues)} record(s) could not be used."
-    bullets = detail_bullets(report)
+    bullets = detail_bullets(report, wording_of(trial) if wording is None else wording)
     while True:
         detail = "\n\n".join(p for p in (line, "\n".join(bullets)) if p)
         if len(detail) <= DETAIL_MAX or len(bullets) <= 1:
@@ -248,7 +258,7 @@ def trial_label(trial: TrialLike) -> str:
 
 
 def _source(trial: TrialLike) -> Source:
-    return Source(label=f"{trial.id} prescreen", url=trial.url, topic=TOPIC)
+    return Source(label=f"{trial.id} prescreen", url=trial.url, topic=card_topic(trial.id))
 
 
 def _links(trial: TrialLike, report_link: ReportLink | None) -> list[Link]:
@@ -260,13 +270,18 @@ def _links(trial: TrialLike, report_link: ReportLink | None) -> list[Link]:
 
 
 def _card(
-    report: Report, trial: TrialLike, new_uuid: UuidFactory, report_link: ReportLink | None, **extra: Any
+    report: Report,
+    trial: TrialLike,
+    new_uuid: UuidFactory,
+    report_link: ReportLink | None,
+    wording: CardWording | None,
+    **extra: Any,
 ) -> Card:
     """The fields every card of ours has: summary, detail, source, links and the full report."""
     return Card(
         uuid=new_uuid(),
         summary=summary_text(report, trial),
-        detail=detail_markdown(report, trial),
+        detail=detail_markdown(report, trial, wording),
         indicator="info",
         source=_source(trial),
         links=_links(trial, report_link),
@@ -276,7 +291,12 @@ def _card(
 
 
 def candidate_card(
-    report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid, report_link: ReportLink | None = None
+    report: Report,
+    trial: TrialLike,
+    *,
+    new_uuid: UuidFactory = _new_uuid,
+    report_link: ReportLink | None = None,
+    wording: CardWording | None = None,
 ) -> Card:
     referral = Suggestion(
         label=f"Refer to the {trial.id} study team",
@@ -295,6 +315,7 @@ def candidate_card(
         trial,
         new_uuid,
         report_link,
+        wording,
         suggestions=[referral],
         selectionBehavior="any",
         overrideReasons=list(OVERRIDE_REASONS),
@@ -302,9 +323,14 @@ def candidate_card(
 
 
 def excluded_card(
-    report: Report, trial: TrialLike, *, new_uuid: UuidFactory = _new_uuid, report_link: ReportLink | None = None
+    report: Report,
+    trial: TrialLike,
+    *,
+    new_uuid: UuidFactory = _new_uuid,
+    report_link: ReportLink | None = None,
+    wording: CardWording | None = None,
 ) -> Card:
-    return _card(report, trial, new_uuid, report_link)
+    return _card(report, trial, new_uuid, report_link, wording)
 
 
 def shows_card(report: Report, *, show_excluded: bool = False) -> bool:
@@ -325,14 +351,16 @@ def render_cards(
     show_excluded: bool = False,
     new_uuid: UuidFactory = _new_uuid,
     report_link: ReportLink | None = None,
+    wording: CardWording | None = None,
 ) -> list[Card]:
     """Cards for one report: one candidate card; for an excluded patient none, or a quiet one when
-    `show_excluded` or when the exclusion is not settled (incomplete or unusable data)."""
+    `show_excluded` or when the exclusion is not settled (incomplete or unusable data). `wording`:
+    the trial's card wording (default: the registry's for `trial`, `wording_of`)."""
     if not shows_card(report, show_excluded=show_excluded):
         return []
     if report.verdict is Verdict.EXCLUDED:
-        return [excluded_card(report, trial, new_uuid=new_uuid, report_link=report_link)]
-    return [candidate_card(report, trial, new_uuid=new_uuid, report_link=report_link)]
+        return [excluded_card(report, trial, new_uuid=new_uuid, report_link=report_link, wording=wording)]
+    return [candidate_card(report, trial, new_uuid=new_uuid, report_link=report_link, wording=wording)]
 
 
 def referred_card(trial: TrialLike, referred_on: str, *, new_uuid: UuidFactory = _new_uuid) -> Card:

@@ -1,3 +1,3 @@
-"""CDS Hooks prescreening service for clinical trial NCT04582136 (sirolimus in active SLE)."""
+"""CDS Hooks prescreening service for clinical trials, one CDS service per registered trial (`cds.trials`)."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,8 @@
-"""Command line: `cds screen`, `cds population`, `cds serve`, `cds db`, `cds demo`, `cds sandbox`, `cds criteria`."""
+"""Command line: `cds screen`, `cds population`, `cds serve`, `cds db`, `cds demo`, `cds sandbox`, `cds criteria`.
+
+`--trial ID` (any registered trial, `cds.trials.REGISTERED`, any case) chooses the trial of `cds screen`,
+`cds criteria` and `cds population`; the default of every command is `cds.trials.DEFAULT_TRIAL`.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cards.verdict import verdict_label
 from cds.bundles import InputError, read_inputs, skipped_summary
 from cds.config import DEFAULT_PORT, SettingsError, load_settings
 from cds.engine import evaluate
 from cds.engine.model import Report, Status
+from cds.trials import DEFAULT_TRIAL, REGISTERED, UnknownTrial, normalize
+
+if TYPE_CHECKING:
+    from cds.engine.trial import Trial
 
 _SYMBOL = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
 
@@ -63,8 +71,9 @@ def render_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def screen(paths: Sequence[Path], as_of: date, fmt: str, out: TextIO, err: TextIO) -> int:
-    """Screen every patient of every input (Bundle files, NDJSON exports, directories of them).
+def screen(paths: Sequence[Path], as_of: date, fmt: str, out: TextIO, err: TextIO, trial: Trial | None = None) -> int:
+    """Screen every patient of every input (Bundle files, NDJSON exports, directories of them) for
+    `trial` (default: the default trial).
 
     Bad files are named on stderr and the rest still screened; resources of types the engine does
     not read are summarised in one stderr line per file.
@@ -82,6 +91,7 @@ def screen(paths: Sequence[Path], as_of: date, fmt: str, out: TextIO, err: TextI
                 as_of=as_of,
                 searched=contents.searched - contents.incomplete,
                 incomplete=sorted(contents.incomplete),
+                trial=trial,
             )
             if fmt == "jsonl":
                 out.write(json.dumps(report.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n")
@@ -122,7 +132,9 @@ CDS_FHIR_ALLOWED_SERVERS, CDS_DATABASE_URL (see cds/service/SETTINGS.md)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cds", description="NCT04582136 prescreening (CDS Hooks service and tools)")
+    parser = argparse.ArgumentParser(
+        prog="cds", description=f"Clinical trial prescreening (CDS Hooks service and tools): {', '.join(REGISTERED)}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser(
@@ -132,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or directory (searched recursively)")
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date (default: today)")
     s.add_argument("--format", choices=("table", "jsonl"), default="table")
+    _add_trial_option(s)
 
     v = sub.add_parser(
         "serve",
@@ -166,17 +179,41 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("action", choices=("hash-password",), help="hash-password: print a CDS_WORKLIST_USERS hash")
     w.add_argument("--stdin", action="store_true", help="read the password from standard input (one line)")
 
-    c = sub.add_parser("criteria", help="print the criteria table (markdown) from the trial definition")
-    c.add_argument("--check", type=Path, default=None, help="fail if this file does not contain the table")
+    c = sub.add_parser("criteria", help="print a trial's criteria table (markdown) from its definition")
+    _add_trial_option(c)
+    docs = c.add_mutually_exclusive_group()
+    docs.add_argument(
+        "--check",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="fail unless FILE holds the current criteria section of every registered trial",
+    )
+    docs.add_argument(
+        "--update",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rewrite the criteria section of every registered trial in FILE (adding missing ones)",
+    )
     return parser
 
 
 def _trial_id(text: str) -> str:
-    from cds.population.run import KNOWN_TRIALS
+    try:
+        return normalize(text)
+    except UnknownTrial as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
-    if text.strip().lower() not in KNOWN_TRIALS:
-        raise argparse.ArgumentTypeError(f"unknown trial {text!r} (known: {', '.join(KNOWN_TRIALS)})")
-    return text.strip().lower()
+
+def _add_trial_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trial",
+        type=_trial_id,
+        default=DEFAULT_TRIAL,
+        metavar="ID",
+        help=f"trial id, one of {', '.join(REGISTERED)} (default {DEFAULT_TRIAL})",
+    )
 
 
 def _fhir_id(text: str) -> str:
@@ -196,7 +233,7 @@ def _since(text: str) -> str:
 def _add_population_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("population", help="export a population with FHIR Bulk Data ($export) and screen every patient")
     p.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR base URL offering Bulk Data $export")
-    p.add_argument("--trial", type=_trial_id, default="nct04582136", help="trial id (default nct04582136)")
+    _add_trial_option(p)
     p.add_argument(
         "--group", type=_fhir_id, default=None, metavar="ID", help="export Group/ID only (Group-level $export)"
     )
@@ -256,6 +293,31 @@ def _hash_password(from_stdin: bool) -> int:
     return 0
 
 
+def criteria_command(trial_id: str, check: Path | None, update: Path | None, out: TextIO, err: TextIO) -> int:
+    """`cds criteria`: print one trial's table; `--check`/`--update` a file's sections of every trial."""
+    from cds.trials import get, get_all
+    from cds.trials.docs import criteria_markdown, readme_problems, update_readme
+
+    if check is not None:
+        problems = readme_problems(check.read_text(encoding="utf-8"))
+        for problem in problems:
+            print(f"error: {check}: {problem} (run `cds criteria --update {check}`)", file=err)
+        return 1 if problems else 0
+    if update is not None:
+        text = update.read_text(encoding="utf-8")
+        try:
+            updated = update_readme(text)
+        except ValueError as exc:
+            print(f"error: {update}: {exc}", file=err)
+            return 1
+        if updated != text:
+            update.write_text(updated, encoding="utf-8")
+        out.write(f"{update}: criteria sections of {', '.join(t.id for t in get_all())} up to date\n")
+        return 0
+    out.write(criteria_markdown(get(trial_id)) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["sandbox"]:
@@ -264,8 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sandbox_main(args_list[1:])
     args = build_parser().parse_args(args_list)
     if args.command == "screen":
+        from cds.trials import get
+
         as_of = args.as_of or date.today()  # the clock is read here, at the edge, never in the engine
-        return screen(args.paths, as_of, args.format, sys.stdout, sys.stderr)
+        return screen(args.paths, as_of, args.format, sys.stdout, sys.stderr, trial=get(args.trial))
     if args.command == "population":
         return _population(args)
     if args.command in ("serve", "demo"):
@@ -287,16 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worklist":
         return _hash_password(args.stdin)
     if args.command == "criteria":
-        from cds.trials.docs import criteria_markdown
-
-        table = criteria_markdown()
-        if args.check is not None:
-            if table not in args.check.read_text(encoding="utf-8"):
-                print(f"error: {args.check} does not contain the current criteria table", file=sys.stderr)
-                return 1
-            return 0
-        print(table)
-        return 0
+        return criteria_command(args.trial, args.check, args.update, sys.stdout, sys.stderr)
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
         description="If true, any unobtainable resource type answers 412. If false, only Patient "
         "and Condition are required; others are marked incomplete on the card.",
     )
+    enabled_trials: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Trials served, by id (any case, e.g. NCT04582136): one CDS service `<trial-id>-prescreen` "
+        "each, in discovery. Empty: every registered trial (`cds.trials.REGISTERED`). An unknown id stops the "
+        "service at start-up.",
+    )
     show_excluded_card: bool = Field(
         default=False,
         description="Show a quiet 'not a candidate' info card for excluded patients instead of no card.",
@@ -326,6 +332,7 @@ class Settings(BaseSettings):
         "auth_tenants",
         "worklist_users",
         "worklist_oidc_users",
+        "enabled_trials",
         mode="before",
     )
     @classmethod
@@ -354,6 +361,20 @@ class Settings(BaseSettings):
 
         parse_users(value)  # raises ValueError naming the bad entry's user
         return value
+
+    @field_validator("enabled_trials")
+    @classmethod
+    def _trials(cls, value: list[str]) -> list[str]:
+        from cds.trials import normalize
+
+        return list(dict.fromkeys(normalize(t) for t in value))  # UnknownTrial (a ValueError) names the id
+
+    @property
+    def trial_ids(self) -> tuple[str, ...]:
+        """The registry keys of the trials served: `enabled_trials`, or every registered trial."""
+        from cds.trials import REGISTERED
+
+        return tuple(self.enabled_trials) or REGISTERED
 
     @field_validator("public_base_url")
     @classmethod

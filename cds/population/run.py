@@ -34,32 +34,28 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import SQLAlchemyError
 
+from cds import trials
 from cds.config import Settings
 from cds.engine.record import AUX_TYPES
+from cds.engine.trial import Trial
 from cds.errors import CdsError, FhirServerError
 from cds.population.bulk import BulkExportClient, ExportRequest, Manifest, PollPolicy, operation_outcome_texts
 from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files, patient_of
 from cds.population.screening import PartitionResult, ScreenJob, run_partitions
 from cds.population.store import PopulationStore, RunInfo
 
-# Trials `cds population` can screen for: lower-case id -> the trial's observation codes provider.
-KNOWN_TRIALS = ("nct04582136",)
 STAGES = ("new", "kicked-off", "exported", "downloaded", "screened", "stored")
 MAX_PARTITIONS = 1024
 MEDICATION_FETCH_FILE = "9999-Medication.ndjson"
 MEDICATION_BATCH = 100
 
 
-def trial_for(trial_id: str) -> Any:
-    key = trial_id.strip().lower()
-    if key not in KNOWN_TRIALS:
-        raise ValueError(f"unknown trial {trial_id!r} (known: {', '.join(KNOWN_TRIALS)})")
-    from cds.trials.nct04582136 import TRIAL
-
-    return TRIAL
+def trial_for(trial_id: str) -> Trial:
+    """The registered trial `cds population --trial` names (`cds.trials.UnknownTrial`, a ValueError, if none)."""
+    return trials.get(trial_id)
 
 
-def export_plan(trial: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def export_plan(trial: Trial) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The resource types the trial reads (as the hook's prefetch, plus shared Medication) and the
     `_typeFilter` queries that narrow them the same way (the hook's own queries: Observation codes
     in the window, codes read over the whole record, categories read by text; several filters of one
@@ -81,7 +77,7 @@ def export_plan(trial: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
 @dataclass(frozen=True, slots=True)
 class PopulationOptions:
     fhir_server: str
-    trial: str = "nct04582136"
+    trial: str = trials.DEFAULT_TRIAL
     group: str | None = None
     since: str | None = None
     as_of: date | None = None
@@ -308,6 +304,7 @@ class PopulationRun:
             as_of=self.as_of,
             searched=searched,
             incomplete=tuple(state.incomplete or ()),
+            trial=self.trial.id,
             medications_file=str(parts_dir / MEDICATIONS_FILE),
         )
         results = directory / "results"

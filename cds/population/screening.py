@@ -3,9 +3,10 @@
 The same code runs at 1 worker and at N: a `distributed.LocalCluster` of N worker processes (one
 thread each) by default, or an existing scheduler (`--scheduler tcp://host:8786`, whose workers must
 see the run directory at the same path, e.g. a shared file system). A task reads one partition,
-groups it by patient (`group_partition`) and evaluates each patient with `cds.engine.evaluate`
-exactly as `cds screen` does; it returns the report lines (compact JSON, `cds screen --format
-jsonl` shape) in patient id order, so the output does not depend on the number of workers.
+groups it by patient (`group_partition`) and evaluates each patient for the run's trial (by its
+registry id, `cds.trials.get`) with `cds.engine.evaluate` exactly as `cds screen --trial` does; it
+returns the report lines (compact JSON, `cds screen --format jsonl` shape) in patient id order, so
+the output does not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from cds.engine import evaluate
 from cds.population.partition import group_partition, load_medications
+from cds.trials import DEFAULT_TRIAL, get
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class ScreenJob:
     searched: frozenset[str]
     incomplete: tuple[str, ...]
     medications_file: str
+    trial: str = DEFAULT_TRIAL  # the registry id of the trial screened for (a string: picklable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +47,14 @@ def screen_partition(index: int, path: str, job: ScreenJob) -> PartitionResult:
     patients, orphans = group_partition(Path(path), medications)
     lines: list[str] = []
     resources = 0
+    trial = get(job.trial)
     patients.reverse()  # pop from the end, in patient id order, freeing each record once screened
     while patients:
         pid, records = patients.pop()
         resources += len(records)
-        report = evaluate(records, patient_id=pid, as_of=job.as_of, searched=job.searched, incomplete=job.incomplete)
+        report = evaluate(
+            records, patient_id=pid, as_of=job.as_of, searched=job.searched, incomplete=job.incomplete, trial=trial
+        )
         lines.append(json.dumps(report.to_json(), ensure_ascii=False, separators=(",", ":")))
     return PartitionResult(index=index, lines=lines, orphans=orphans, resources=resources)
 

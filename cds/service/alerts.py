@@ -11,8 +11,11 @@ What decides whether the prescreen card is shown, in this order (each a document
      service returns no card and fetches nothing.
    * ``accepted`` feedback (the referral suggestion taken) marks the patient **referred** for
      ``CDS_ALERT_REFERRAL_QUIET_DAYS`` days: the prescreen card is **replaced by a quiet info card
-     "Referred to the NCT04582136 study team on <date>"** (no detail, no suggestion), so nobody refers
+     "Referred to the <trial id> study team on <date>"** (no detail, no suggestion), so nobody refers
      the patient twice.
+
+   State is per patient **and trial** (one row per trial's service): feedback sent to a service
+   applies only to cards that service issued, so dismissing one trial's card leaves the others.
 
    Feedback names a card uuid only. To tie it to a patient without storing PHI, every card we issue
    is recorded (card uuid -> *patient key*, trial id, expiry); the patient key is an HMAC-SHA256 of
@@ -26,8 +29,8 @@ What decides whether the prescreen card is shown, in this order (each a document
      expired) -> no card;
    * a **ResearchSubject** for the study (any status: the study team already knows the patient) ->
      no card;
-   * a referral **ServiceRequest** to the study team (our referral code, or naming the trial; not
-     revoked or entered in error) -> no card.
+   * a referral **ServiceRequest** to the study team (our referral code for this trial or naming no
+     trial, or naming the trial; not revoked or entered in error) -> no card.
 
    If these resources cannot be read the card is shown as usual (the gate is logged as unread): the
    card is advice to the clinician, never a contact with the patient.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -201,8 +205,9 @@ class AlertStore:
                     )
                 )
 
-    def apply_feedback(self, items: Sequence[FeedbackItem], now: datetime) -> int:
-        """Snooze or mark referred from feedback on cards we issued; returns how many items applied."""
+    def apply_feedback(self, items: Sequence[FeedbackItem], now: datetime, trial_id: str | None = None) -> int:
+        """Snooze or mark referred from feedback on cards we issued (for `trial_id` only, when given: the
+        trial of the service the feedback was sent to); returns how many items applied."""
         applied = 0
         with Session(self.engine) as session, session.begin():
             session.execute(delete(CardIssueRow).where(CardIssueRow.expires_at <= now))
@@ -212,6 +217,8 @@ class AlertStore:
                 issue = session.get(CardIssueRow, item.card)
                 if issue is None or _aware(issue.expires_at) <= now:
                     continue
+                if trial_id is not None and issue.trial_id != trial_id:
+                    continue  # another service's card
                 key = (issue.patient_key, issue.trial_id)
                 row = session.get(AlertStateRow, key)
                 if row is None:
@@ -276,12 +283,14 @@ def _codings(concept: Any) -> list[Mapping[str, Any]]:
 
 
 def _texts(value: Any) -> Iterable[str]:
-    """Every string inside a JSON value (for "does it name the trial")."""
+    """Every string inside a JSON value (for "does it name the trial"), code system URIs left out
+    (ours, ``https://nct04582136-cds.example.org/...``, name the project, not a trial)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _texts(item)
+        for key, item in value.items():
+            if key != "system":
+                yield from _texts(item)
     elif isinstance(value, list):
         for item in value:
             yield from _texts(item)
@@ -290,6 +299,13 @@ def _texts(value: Any) -> Iterable[str]:
 def _names_trial(value: Any, trial_id: str) -> bool:
     needle = trial_id.lower()
     return any(needle in text.lower() for text in _texts(value))
+
+
+_TRIAL_ID = re.compile(r"\bNCT\d{8}\b", re.IGNORECASE)
+
+
+def _names_any_trial(value: Any) -> bool:
+    return any(_TRIAL_ID.search(text) for text in _texts(value))
 
 
 def _refers_to(reference: Any, patient_id: str) -> bool:
@@ -334,7 +350,10 @@ def study_referral(resource: Mapping[str, Any], patient_id: str, trial_id: str) 
     ours = any(
         c.get("system") == REFERRAL_SYSTEM and c.get("code") == REFERRAL_CODE for c in _codings(resource.get("code"))
     )
-    return ours or _names_trial(resource.get("code"), trial_id)
+    if _names_trial(resource.get("code"), trial_id):
+        return True
+    # Our referral names its trial (code, reason, performer, note): another trial's is not this one's.
+    return ours and (_names_trial(resource, trial_id) or not _names_any_trial(resource))
 
 
 def chart_suppression(

@@ -1,4 +1,9 @@
-"""HTTP routes: discovery, the patient-view service, feedback, the report page, health and readiness.
+"""HTTP routes: discovery, the patient-view services, feedback, the report page, health and readiness.
+
+One CDS service per enabled trial (`cds.service.state.TrialService`, id ``<trial-id>-prescreen``):
+discovery lists them all; a hook call or feedback names its service and is answered for that
+service's trial only (an unknown id is 404 + OperationOutcome). Every card, report, report page,
+log line of a hook or feedback call and feedback row names the trial.
 
 Every route but ``/health``, ``/ready`` and ``/report/<token>`` (opened by a clinician's browser; its
 random, short-lived token is the credential) depends on `authenticate_client` (the CDS client's JWT,
@@ -32,7 +37,7 @@ from cards.models import Card, CdsResponse
 from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
 from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
-from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, NotFound, ServiceUnavailable
+from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.service.alerts import AlertStatus, chart_suppression
 from cds.service.errors import error_response
@@ -42,7 +47,7 @@ from cds.service.models import CdsRequest, ServiceDescription, parse_request
 from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
 from cds.service.prefetch import GatheredData, gather_data, prefetch_templates
 from cds.service.report_page import PAGE_HEADERS, expired_html, report_html
-from cds.service.state import HOOK, SERVICE_ID, ServiceState
+from cds.service.state import HOOK, ServiceState, TrialService
 from cds.store.database import DatabaseUnavailable
 
 log = logging.getLogger("cds.service")
@@ -55,29 +60,24 @@ def _state(request: Request) -> ServiceState:
     return state
 
 
-def service_description(state: ServiceState) -> ServiceDescription:
-    trial = state.trial
+def service_description(state: ServiceState, service: TrialService) -> ServiceDescription:
+    trial = service.trial
     scopes = " ".join(f"patient/{t}.read" for t in READ_TYPES)
     return ServiceDescription(
         hook=HOOK,
-        id=SERVICE_ID,
+        id=service.id,
         title=f"Clinical trial prescreen: {trial_label(trial)}",
         description=(
             f"Prescreens the open chart for clinical trial {trial_label(trial)} and shows an "
             "information card when the patient is a possible candidate, with the criteria met, not "
             "met and to verify. Not an eligibility decision."
         ),
-        prefetch=prefetch_templates((*state.queries, *state.gate_queries)),
+        prefetch=prefetch_templates((*service.queries, *state.gate_queries)),
         usageRequirements=(
             f"Read access to the patient's record, by prefetch or by FHIR with the SMART scopes {scopes} "
             "(SMART v2: the same types with .rs). Without prefetch the service queries fhirServer itself."
         ),
     )
-
-
-def _check_service(service_id: str) -> None:
-    if service_id != SERVICE_ID:
-        raise NotFound("unknown CDS service")
 
 
 def expected_audience(request: Request, public_base_url: str | None) -> str:
@@ -204,34 +204,44 @@ def _base_url(request: Request, state: ServiceState) -> str:
 
 
 async def _alert_state(
-    state: ServiceState, fhir_server: str | None, patient_id: str, now: datetime, record: dict[str, Any]
+    state: ServiceState,
+    service: TrialService,
+    fhir_server: str | None,
+    patient_id: str,
+    now: datetime,
+    record: dict[str, Any],
 ) -> tuple[str | None, AlertStatus]:
     try:
         key = await run_in_threadpool(state.alerts.patient_key, fhir_server, patient_id)
-        return key, await run_in_threadpool(state.alerts.status, key, state.trial.id, now)
+        return key, await run_in_threadpool(state.alerts.status, key, service.trial.id, now)
     except Exception as exc:
         record["alertState"] = f"unavailable ({type(exc).__name__})"
         return None, AlertStatus()
 
 
 async def _record_issued(
-    state: ServiceState, cards: list[Card], patient_key: str | None, now: datetime, record: dict[str, Any]
+    state: ServiceState,
+    service: TrialService,
+    cards: list[Card],
+    patient_key: str | None,
+    now: datetime,
+    record: dict[str, Any],
 ) -> None:
     uuids = [card.uuid for card in cards if card.uuid]
     if patient_key is None or not uuids:
         return
     try:
-        await run_in_threadpool(state.alerts.record_issued, uuids, patient_key, state.trial.id, now)
+        await run_in_threadpool(state.alerts.record_issued, uuids, patient_key, service.trial.id, now)
     except Exception as exc:
         record["alertState"] = f"unavailable ({type(exc).__name__})"
 
 
 async def _report_link(
-    request: Request, state: ServiceState, report: Report, now: datetime, record: dict[str, Any]
+    request: Request, state: ServiceState, service: TrialService, report: Report, now: datetime, record: dict[str, Any]
 ) -> ReportLink | None:
-    html = report_html(report, state.trial)
+    html = report_html(report, service.trial)
     try:
-        token = await run_in_threadpool(state.alerts.save_report, html, state.trial.id, now, state.new_token())
+        token = await run_in_threadpool(state.alerts.save_report, html, service.trial.id, now, state.new_token())
     except Exception as exc:
         record["reportPage"] = f"unavailable ({type(exc).__name__})"
         return None
@@ -255,7 +265,12 @@ async def _gather_gate(state: ServiceState, cds_request: CdsRequest, fetch: bool
 
 
 def _chart_gate(
-    state: ServiceState, gate: GatheredData | None, patient_id: str, as_of: date, record: dict[str, Any]
+    state: ServiceState,
+    service: TrialService,
+    gate: GatheredData | None,
+    patient_id: str,
+    as_of: date,
+    record: dict[str, Any],
 ) -> str | None:
     """Why the chart says no card (opt-out Consent, ResearchSubject, referral), or None. Types that
     could not be read are logged (``gateUnread``) and do not stop the card."""
@@ -264,13 +279,17 @@ def _chart_gate(
         return None
     if gate.incomplete:
         record["gateUnread"] = list(gate.incomplete)
-    return chart_suppression(gate.resources, patient_id=patient_id, trial_id=state.trial.id, today=as_of)
+    return chart_suppression(gate.resources, patient_id=patient_id, trial_id=service.trial.id, today=as_of)
 
 
 @router.get("/cds-services", dependencies=AUTHENTICATED, responses=responses(401))
 async def discovery(request: Request) -> dict[str, Any]:
-    description = service_description(_state(request))
-    return {"services": [description.model_dump(exclude_none=True)]}
+    state = _state(request)
+    return {
+        "services": [
+            service_description(state, service).model_dump(exclude_none=True) for service in state.services.values()
+        ]
+    }
 
 
 @router.post(
@@ -287,7 +306,9 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     slot = contextlib.AsyncExitStack()  # a large body's slot, held until the answer is built
     record: dict[str, Any] = {"event": "hook", "service": service_id, "hook": None, "hookInstance": None}
     try:
-        _check_service(service_id)
+        service = state.service(service_id)  # 404 for an unknown id, before the body is read
+        trial = service.trial
+        record["trial"] = trial.id
         cds_request = parse_request(await read_json(request, state, slot, deadline))
         record["hook"] = cds_request.hook
         record["hookInstance"] = cds_request.hookInstance
@@ -297,13 +318,13 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         as_of = settings.as_of or date.today()
         now = datetime.now(UTC)
         patient_id = cds_request.context.patientId
-        patient_key, quiet = await _alert_state(state, cds_request.fhirServer, patient_id, now, record)
+        patient_key, quiet = await _alert_state(state, service, cds_request.fhirServer, patient_id, now, record)
         if quiet.snoozed_until is not None:  # dismissed by a clinician: no card, nothing fetched
             record.update(status=200, outcome="no-card", suppressed="snoozed", cards=0)
             return JSONResponse(CdsResponse(cards=[]).to_json())
         if quiet.referred_on is not None:  # referral made from a card: a quiet reminder instead
-            card = referred_card(state.trial, quiet.referred_on.isoformat(), new_uuid=state.new_uuid)
-            await _record_issued(state, [card], patient_key, now, record)
+            card = referred_card(trial, quiet.referred_on.isoformat(), new_uuid=state.new_uuid)
+            await _record_issued(state, service, [card], patient_key, now, record)
             record.update(status=200, outcome="card", suppressed="referred", cards=1)
             return JSONResponse(CdsResponse(cards=[card]).to_json())
 
@@ -311,20 +332,20 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         try:
             data = await gather_data(
                 cds_request,
-                state.queries,
+                service.queries,
                 state.gateway,
                 deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
                 require_all=settings.require_all_data,
                 fetch=fetch,
                 log_record=record,
-                since=state.trial.observation_cutoff(as_of),
+                since=trial.observation_cutoff(as_of),
             )
         except BaseException:
             gate_task.cancel()
             raise
         gate = await gate_task
         fetched = time.perf_counter()
-        suppressed = _chart_gate(state, gate, patient_id, as_of, record)
+        suppressed = _chart_gate(state, service, gate, patient_id, as_of, record)
         if suppressed is not None:
             record.update(status=200, outcome="no-card", suppressed=suppressed, cards=0)
             return JSONResponse(CdsResponse(cards=[]).to_json())
@@ -333,11 +354,11 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         if data.incomplete:
             record["incomplete"] = list(data.incomplete)
 
-        if not settings.show_excluded_card and state.trial.certainly_excluded_without_evaluation(
+        if not settings.show_excluded_card and trial.certainly_excluded_without_evaluation(
             data.resources, patient_id=patient_id, searched=data.searched, incomplete=data.incomplete
         ):
-            # Most charts opened are not lupus patients: no lupus code on complete, valid Condition
-            # data means `excluded` for certain, and an excluded patient gets no card.
+            # Most charts opened are not patients of the trial's disease: no applicability code on
+            # complete, valid Condition data means `excluded` for certain, and no card.
             record.update(
                 status=200, outcome="no-card", verdict="excluded", cards=0, fastPath=True,
                 fetchMs=round((fetched - started) * 1000, 1),
@@ -347,7 +368,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         # bounded pool, within the deadline (past it: 503, never a verdict).
         report = await state.engine.run(
             partial(
-                state.evaluator,
+                service.evaluator,
                 data.resources,
                 patient_id=patient_id,
                 as_of=as_of,
@@ -357,18 +378,21 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             deadline,
         )
         evaluated = time.perf_counter()
+        if report.trial != trial.id:  # a miswired engine: never show another trial's report
+            raise RuntimeError("the engine answered for another trial")
         report_link: ReportLink | None = None
         if shows_card(report, show_excluded=settings.show_excluded_card):
-            report_link = await _report_link(request, state, report, now, record)
+            report_link = await _report_link(request, state, service, report, now, record)
         cards = render_cards(
             report,
-            state.trial,
+            trial,
             show_excluded=settings.show_excluded_card,
             new_uuid=state.new_uuid,
             report_link=report_link,
+            wording=service.wording,
         )
         if cards:
-            await _record_issued(state, cards, patient_key, now, record)
+            await _record_issued(state, service, cards, patient_key, now, record)
         body = CdsResponse(cards=cards).to_json()
         record.update(
             status=200,
@@ -403,16 +427,18 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
 )
 async def post_feedback(service_id: str, request: Request) -> dict[str, Any]:
     state = _state(request)
-    _check_service(service_id)
+    service = state.service(service_id)
     async with contextlib.AsyncExitStack() as slot:
         items = parse_feedback(await read_json(request, state, slot, _deadline(state)))
-    stored = await run_in_threadpool(state.store.add, service_id, items)
-    applied = await run_in_threadpool(state.alerts.apply_feedback, items, datetime.now(UTC))
+    stored = await run_in_threadpool(state.store.add, service.id, items)
+    # Only this service's cards are snoozed or marked referred by feedback sent to it.
+    applied = await run_in_threadpool(state.alerts.apply_feedback, items, datetime.now(UTC), service.trial.id)
     log.info(
         "feedback stored",
         extra={
             "event": "feedback",
-            "service": service_id,
+            "service": service.id,
+            "trial": service.trial.id,
             "items": stored,
             "applied": applied,
             "outcomes": sorted({i.outcome or "-" for i in items}),
@@ -427,13 +453,15 @@ async def list_feedback(
 ) -> dict[str, Any]:
     """Stored feedback, oldest first, one page at a time (``limit`` <= 1000, default 100; ``offset``):
     the answer says the ``total`` and, while more rows follow, the ``next`` offset. It holds user
-    comments: like every CDS route it requires the client's JWT when authentication is on."""
+    comments: like every CDS route it requires the client's JWT when authentication is on. Each row
+    names its service (``serviceId``) and that service's trial (``trial``)."""
     state = _state(request)
-    _check_service(service_id)
+    service = state.service(service_id)
     page_size = _int_param("limit", limit, DEFAULT_PAGE, 1, MAX_PAGE)
     start = _int_param("offset", offset, 0, 0, 10**12)
-    page = await run_in_threadpool(partial(state.store.page, service_id, card=card, limit=page_size, offset=start))
-    body: dict[str, Any] = {"feedback": page.rows, "total": page.total, "limit": page_size, "offset": start}
+    page = await run_in_threadpool(partial(state.store.page, service.id, card=card, limit=page_size, offset=start))
+    rows = [{**row, "trial": service.trial.id} for row in page.rows]
+    body: dict[str, Any] = {"feedback": rows, "total": page.total, "limit": page_size, "offset": start}
     if start + len(page.rows) < page.total:
         body["next"] = start + len(page.rows)
     return body
@@ -471,9 +499,13 @@ async def report_page(token: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/health")  # open: liveness only, no data
-async def health(request: Request) -> dict[str, str]:
-    state = _state(request)
-    return {"status": "ok", "service": SERVICE_ID, "trial": state.trial.id}
+async def health(request: Request) -> dict[str, Any]:
+    return {"status": "ok", "services": _services(_state(request))}
+
+
+def _services(state: ServiceState) -> list[dict[str, str]]:
+    """The CDS services of this process and their trials (no data)."""
+    return [{"id": s.id, "trial": s.trial.id} for s in state.services.values()]
 
 
 @router.get("/ready", responses=responses(503))  # open: readiness for a load balancer, no data
@@ -490,4 +522,4 @@ async def ready(request: Request) -> JSONResponse:
         return error_response(
             DatabaseUnavailable("not ready: the database is unavailable", retry_after=settings.retry_after)
         )
-    return JSONResponse({"status": "ready", "service": SERVICE_ID, "database": state.database.backend})
+    return JSONResponse({"status": "ready", "services": _services(state), "database": state.database.backend})

@@ -4,10 +4,11 @@
 client, bound to the FHIR allow-list, closed at shutdown), the service's database (`cds.store`,
 migrated at startup unless ``CDS_DATABASE_MIGRATE=false``) holding the feedback and the JWT ids seen
 by the authenticator of the CDS client (when ``CDS_AUTH_REQUIRED``), the per-process concurrency
-limits (`cds.service.limits`), CORS for the browser
-sandbox, the OperationOutcome error mapping and JSON logs. At startup the security posture is logged
-(authentication off, no trusted issuer, ``aud`` from the Host header, FHIR fetching off or open to
-any server). Tests inject a fake engine (``evaluator``), a trial, an httpx ``fhir_transport`` or
+limits (`cds.service.limits`), CORS for the browser sandbox, the OperationOutcome error mapping, JSON
+logs, and one CDS service per enabled trial (``CDS_ENABLED_TRIALS``, default every registered trial;
+``trial=`` serves that one trial only). At startup the security posture is logged (authentication
+off, no trusted issuer, ``aud`` from the Host header, FHIR fetching off or open to any server) and
+the services served. Tests inject a fake engine (``evaluator``), a trial, an httpx ``fhir_transport`` or
 ``jwks_transport``, a ``clock`` for the authenticator, or a deterministic ``new_uuid``.
 """
 
@@ -39,9 +40,9 @@ from cds.service.state import (
     Evaluator,
     ServiceState,
     ServiceTrial,
-    default_evaluator,
-    default_trial,
+    enabled_trials,
     random_uuid,
+    trial_service,
 )
 from cds.store.database import Database, DatabaseUnavailable
 from cds.store.replay import ReplayStore
@@ -71,6 +72,8 @@ def create_app(
         if settings.auth_required
         else None
     )
+    # A test's `evaluator` replaces the engine of every service (each gets its own otherwise).
+    services = [trial_service(t, evaluator) for t in ((trial,) if trial is not None else enabled_trials(settings))]
 
     def slots(name: str, size: int) -> Slots:
         return Slots(
@@ -86,8 +89,7 @@ def create_app(
         database=database,
         gateway=FhirGateway.from_settings(settings, transport=fhir_transport),
         store=FeedbackStore(database),
-        trial=trial or default_trial(),
-        evaluator=evaluator or default_evaluator(),
+        services={s.id: s for s in services},
         large_bodies=slots("large request bodies", settings.max_concurrent_large_bodies),
         engine=EngineRunner(slots("evaluations", settings.max_concurrent_evaluations)),
         new_uuid=new_uuid or random_uuid,
@@ -97,6 +99,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_security_posture(settings)
+        logging.getLogger("cds.service").info(
+            "serving %d CDS service(s)",
+            len(state.services),
+            extra={"event": "services", "services": list(state.services), "trials": [s.trial.id for s in services]},
+        )
         if settings.database_migrate:
             await run_in_threadpool(database.upgrade)
         # Load the UCUM unit registry (~0.5 s) at start-up, not inside the first hook call.
@@ -111,7 +118,7 @@ def create_app(
             database.dispose()
 
     app = FastAPI(
-        title=f"{state.trial.id} CDS Hooks prescreen",
+        title=f"{', '.join(s.trial.id for s in services)} CDS Hooks prescreen",
         version="0.1.0",
         lifespan=lifespan,
         docs_url=None,

@@ -36,7 +36,10 @@ import httpx
 from cds.config import Settings
 from cds.service.alerts import GATE_QUERIES
 from cds.service.prefetch import PrefetchQuery, queries_for
-from cds.service.state import SERVICE_ID, default_trial
+from cds.service.state import default_trial
+from cds.trials import DEFAULT_TRIAL, service_id
+
+DEMO_SERVICE = service_id(DEFAULT_TRIAL)  # the demo fires the default trial's service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_DIR = REPO_ROOT / "fixtures" / "patients"
@@ -217,7 +220,7 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
                     _err("demo: the service did not start")
                     return 1
                 time.sleep(0.02)
-            url = f"http://127.0.0.1:{port}/cds-services/{SERVICE_ID}"
+            url = f"http://127.0.0.1:{port}/cds-services/{DEMO_SERVICE}"
             _out(f"POST {url}  (as of {settings.as_of}, patient file {path.name})")
             _out(_request_summary(request))
             started = time.perf_counter()
@@ -255,7 +258,7 @@ async def _example_response(request: dict[str, Any], settings: Settings) -> dict
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cds.example") as client:
-            response = await client.post(f"/cds-services/{SERVICE_ID}", json=request)
+            response = await client.post(f"/cds-services/{DEMO_SERVICE}", json=request)
             response.raise_for_status()
             body: dict[str, Any] = response.json()
             return body

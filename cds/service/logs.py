@@ -1,11 +1,11 @@
 """Structured JSON logs for the service (one JSON object per line).
 
-What is logged about a hook call: the service id, the hook instance id, timings, the outcome
-(status, verdict, number of cards), which prefetch keys came from the EHR or the FHIR server and
-which types are incomplete. What is never logged: patient ids, names, birth dates or any resource
-content, the ``fhirAuthorization`` token, the ``Authorization`` header, FHIR URLs (they hold ids),
-exception messages from data (only exception types), JWTs or the reasons' inputs (an authentication
-failure logs a fixed reason code only).
+What is logged about a hook call: the service id and its trial id (``trial``; feedback lines too),
+the hook instance id, timings, the outcome (status, verdict, number of cards), which prefetch keys
+came from the EHR or the FHIR server and which types are incomplete. What is never logged: patient
+ids, names, birth dates or any resource content, the ``fhirAuthorization`` token, the
+``Authorization`` header, FHIR URLs (they hold ids), exception messages from data (only exception
+types), JWTs or the reasons' inputs (an authentication failure logs a fixed reason code only).
 
 Third-party loggers that would log FHIR URLs (httpx logs every request URL at INFO, httpcore traces
 at DEBUG) are capped at WARNING by `configure_logging`, whatever the root logger's level.

@@ -1,5 +1,6 @@
-"""What a running service holds: settings, the database, the FHIR gateway, the feedback store, the
-engine and the per-process concurrency limits."""
+"""What a running service holds: settings, the database, the FHIR gateway, the feedback store, one
+`TrialService` per enabled trial (its trial, engine, queries and card wording, under the service id
+``<trial-id>-prescreen``) and the per-process concurrency limits."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from datetime import date
 from typing import Any, Protocol
 
 from cards.trial import TrialLike
+from cards.wording import CardWording
 from cds.config import Settings
 from cds.engine.model import Report
+from cds.errors import NotFound
 from cds.fhir.gateway import FhirGateway
 from cds.fhir.urls import UrlAllowList
 from cds.service.alerts import GATE_QUERIES, AlertPolicy, AlertStore
@@ -21,8 +24,8 @@ from cds.service.feedback import FeedbackStore
 from cds.service.limits import EngineRunner, Slots
 from cds.service.prefetch import PrefetchQuery, queries_for
 from cds.store.database import Database
+from cds.trials import service_id
 
-SERVICE_ID = "nct04582136-prescreen"
 HOOK = "patient-view"
 
 
@@ -50,6 +53,16 @@ class ServiceTrial(TrialLike, Protocol):
         incomplete: Collection[str] = (),
     ) -> bool: ...
 
+    def evaluate(
+        self,
+        resources: Iterable[Mapping[str, Any]],
+        *,
+        patient_id: str,
+        as_of: date,
+        searched: Collection[str] | None = None,
+        incomplete: Collection[str] = (),
+    ) -> Report: ...
+
 
 class Evaluator(Protocol):
     def __call__(
@@ -63,9 +76,9 @@ class Evaluator(Protocol):
     ) -> Report: ...
 
 
-def default_evaluator() -> Evaluator:
-    """`cds.engine.evaluate`, adapted to the service's call."""
-    from cds.engine import evaluate
+def default_evaluator(trial: ServiceTrial) -> Evaluator:
+    """The engine evaluating `trial` (the service's trial, never an implicit default), adapted to the
+    service's call."""
 
     def run(
         resources: list[dict[str, Any]],
@@ -75,16 +88,50 @@ def default_evaluator() -> Evaluator:
         searched: frozenset[str],
         incomplete: tuple[str, ...],
     ) -> Report:
-        return evaluate(resources, patient_id=patient_id, as_of=as_of, searched=set(searched), incomplete=incomplete)
+        return trial.evaluate(
+            resources, patient_id=patient_id, as_of=as_of, searched=set(searched), incomplete=incomplete
+        )
 
     return run
 
 
 def default_trial() -> ServiceTrial:
-    from cds.trials.nct04582136 import TRIAL
+    """The default trial of every command (`cds.trials.DEFAULT_TRIAL`)."""
+    from cds.trials import DEFAULT_TRIAL, get
 
-    trial: ServiceTrial = TRIAL
+    trial: ServiceTrial = get(DEFAULT_TRIAL)
     return trial
+
+
+def enabled_trials(settings: Settings) -> tuple[ServiceTrial, ...]:
+    """The trials the settings enable (``CDS_ENABLED_TRIALS``; default every registered trial)."""
+    from cds.trials import get_all
+
+    return tuple(get_all(settings.trial_ids))
+
+
+@dataclass
+class TrialService:
+    """One CDS service: a trial, the engine evaluating it, the queries its criteria declare and its
+    card wording, under the id ``<trial-id>-prescreen``."""
+
+    trial: ServiceTrial
+    evaluator: Evaluator
+    wording: CardWording
+    queries: tuple[PrefetchQuery, ...] = ()
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.id = service_id(self.trial.id)
+        if not self.queries:
+            self.queries = queries_for(self.trial)  # what the criteria declare they read
+
+
+def trial_service(trial: ServiceTrial, evaluator: Evaluator | None = None) -> TrialService:
+    """The service of `trial`: its own engine (unless a test injects one) and its card wording."""
+    from cards.render import wording_of
+
+    return TrialService(trial=trial, evaluator=evaluator or default_evaluator(trial), wording=wording_of(trial))
 
 
 def random_uuid() -> str:
@@ -101,13 +148,11 @@ class ServiceState:
     database: Database
     gateway: FhirGateway
     store: FeedbackStore
-    trial: ServiceTrial
-    evaluator: Evaluator
+    services: dict[str, TrialService]  # by service id, in registry order
     large_bodies: Slots
     engine: EngineRunner
     new_uuid: Callable[[], str] = random_uuid
     authenticator: JwtAuthenticator | None = None  # None: authentication off (demo, tests)
-    queries: tuple[PrefetchQuery, ...] = field(default=())
     fhir_allowed: UrlAllowList = field(init=False)
     # Alert fatigue (snooze, referral, opt-out) and report pages; on the feedback store's database.
     alerts: AlertStore = field(init=False)
@@ -115,10 +160,15 @@ class ServiceState:
     new_token: Callable[[], str] = new_report_token  # the opaque token of a report page URL
 
     def __post_init__(self) -> None:
-        if not self.queries:
-            self.queries = queries_for(self.trial)  # what the criteria declare they read
         self.fhir_allowed = UrlAllowList(self.settings.fhir_allowed_servers)
         self.alerts = alert_store(self.settings, self.store)
+
+    def service(self, service_id: str) -> TrialService:
+        """The service with this id; `NotFound` (404) for any other id."""
+        found = self.services.get(service_id)
+        if found is None:
+            raise NotFound("unknown CDS service")
+        return found
 
 
 def alert_store(settings: Settings, store: FeedbackStore) -> AlertStore:

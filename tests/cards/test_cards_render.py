@@ -9,7 +9,7 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from report_builders import AGE, C3, EXCLUDED, LIKELY, POSSIBLE, SLEDAI, TRIAL, criterion, report
 
-from cards.codes import OVERRIDE_REASON_SYSTEM, REPORT_EXTENSION_KEY, TOPIC
+from cards.codes import OVERRIDE_REASON_SYSTEM, REPORT_EXTENSION_KEY, card_topic
 from cards.models import SUMMARY_MAX, Card, CdsResponse
 from cards.render import DETAIL_MAX, ReportLink, render_cards
 from cds.engine.model import Kind, Status, Verdict
@@ -139,7 +139,7 @@ def test_detail_stays_within_1500_characters_however_much_is_open() -> None:
 
 def test_source_topic_is_static_and_links_point_to_the_report_and_the_trial() -> None:
     first, second = _card(POSSIBLE), _card(LIKELY)
-    assert first.source.topic == second.source.topic == TOPIC
+    assert first.source.topic == second.source.topic == card_topic(TRIAL.id)
     assert first.uuid != second.uuid
     assert first.source.url == TRIAL.url
     assert first.links is not None

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2] / "fixtures"
 EXPECTED = json.loads((ROOT / "expected.json").read_text(encoding="utf-8"))
-SERVICE = "/cds-services/nct04582136-prescreen"
+SERVICE_ID = "nct04582136-prescreen"
+SERVICE = f"/cds-services/{SERVICE_ID}"
 REPORT_KEY = "org.nct04582136-cds.report"
 
 
@@ -99,7 +100,7 @@ async def test_cli_http_with_prefetch_and_hapi_without_prefetch_agree_for_every_
 ) -> None:
     settings = _settings(tmp_path, hapi_with_fixtures)
     async with _client(settings) as (client, app):
-        searched = frozenset(q.resource_type for q in app.state.cds.queries)
+        searched = frozenset(q.resource_type for q in app.state.cds.service(SERVICE_ID).queries)
         prefetched, fetched = await _both(client, pid, hapi_with_fixtures)
     assert prefetched.status_code == 200, prefetched.text
     assert fetched.status_code == 200, fetched.text
@@ -145,7 +146,7 @@ async def test_hapi_400_for_a_bad_query_is_reported_not_an_empty_card_list(
     hapi_with_fixtures: str, tmp_path: Path
 ) -> None:
     async with _client(_settings(tmp_path, hapi_with_fixtures)) as (client, app):
-        state = app.state.cds
+        state = app.state.cds.service(SERVICE_ID)
         state.queries = tuple(
             dataclasses.replace(q, params=(*q.params, ("not-a-search-param", "x")))
             if q.resource_type in ("Observation", "Condition")
@@ -164,7 +165,7 @@ async def test_hapi_400_for_a_bad_query_is_reported_not_an_empty_card_list(
 
 async def test_optional_type_failing_gives_a_card_marked_incomplete(hapi_with_fixtures: str, tmp_path: Path) -> None:
     async with _client(_settings(tmp_path, hapi_with_fixtures)) as (client, app):
-        state = app.state.cds
+        state = app.state.cds.service(SERVICE_ID)
         state.queries = tuple(
             dataclasses.replace(q, params=(*q.params, ("not-a-search-param", "x")))
             if q.resource_type == "Procedure"

@@ -63,7 +63,10 @@ def test_responses_validate_with_healthchain_models(tmp_path: Path) -> None:
     from cds.service.app import create_app
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite3", auth_required=False))
-    discovery = {"services": [service_description(app.state.cds).model_dump(exclude_none=True)]}
+    state = app.state.cds
+    discovery = {
+        "services": [service_description(state, s).model_dump(exclude_none=True) for s in state.services.values()]
+    }
     responses = _responses()
     links = [link for r in responses for c in r["cards"] for link in c.get("links", [])]
     assert links

@@ -260,3 +260,28 @@ def test_since_screens_the_whole_record_of_each_changed_patient(settings: Settin
     assert f"Patient/{patient_id}" not in by_patient(screen_lines([unchanged]))
     (expected,) = screen_lines([changed])
     assert report["verdict"] == expected["verdict"]
+
+
+def test_population_trial_comes_from_the_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cds.population.screening import ScreenJob, screen_partition
+    from cds.trials import UnknownTrial
+    from tests.fake_trial import FAKE_ID, register_fake_trial
+
+    with pytest.raises(UnknownTrial):
+        trial_for("NCT99999999")
+    trial = register_fake_trial(monkeypatch)
+    assert trial_for(FAKE_ID.lower()) is trial
+    assert export_plan(trial) == export_plan(trial_for("NCT04582136"))  # same criteria, same reads
+
+    bundle = json.loads((FIXTURES / "base-candidate.json").read_text(encoding="utf-8"))
+    part = tmp_path / "part-0000.ndjson"
+    part.write_text("".join(json.dumps(e["resource"]) + "\n" for e in bundle["entry"]), encoding="utf-8")
+    job = ScreenJob(
+        as_of=date(2026, 11, 1),
+        searched=frozenset(export_plan(trial)[0]),
+        incomplete=(),
+        medications_file=str(tmp_path / "none.ndjson"),
+        trial=FAKE_ID.lower(),
+    )
+    (line,) = screen_partition(0, str(part), job).lines
+    assert json.loads(line)["trial"] == FAKE_ID  # the run's trial, not the default one

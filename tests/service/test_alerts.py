@@ -73,6 +73,15 @@ def test_accepted_feedback_marks_the_patient_referred_on_the_feedback_date(store
     assert store.status(key, TRIAL, NOW + timedelta(days=400)).referred_on is None  # quiet for a year only
 
 
+def test_feedback_sent_to_another_trials_service_changes_nothing(store: AlertStore) -> None:
+    key = store.patient_key(FHIR, PID)
+    store.record_issued([CARD], key, TRIAL, NOW)
+    assert store.apply_feedback([_item("overridden")], NOW, "NCT00000001") == 0
+    assert store.status(key, TRIAL, NOW).snoozed_until is None
+    assert store.apply_feedback([_item("overridden")], NOW, TRIAL) == 1
+    assert store.status(key, TRIAL, NOW).snoozed_until is not None
+
+
 def test_feedback_on_unknown_or_expired_cards_changes_nothing(store: AlertStore) -> None:
     key = store.patient_key(FHIR, PID)
     assert store.apply_feedback([_item("overridden", card="not-ours")], NOW) == 0
@@ -141,6 +150,9 @@ def research_subject(study: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+OURS = {"system": REFERRAL_SYSTEM, "code": "refer-to-study-team"}
+
+
 def referral(status: str = "active", code: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "resourceType": "ServiceRequest",
@@ -167,6 +179,12 @@ def referral(status: str = "active", code: dict[str, Any] | None = None) -> dict
         (referral(status="revoked"), None),
         (referral(code={"text": f"Referral to the study team of clinical trial {TRIAL}"}), "referral-exists"),
         (referral(code={"text": "Cardiology referral"}), None),
+        (
+            referral(code={"coding": [OURS], "text": f"Referral to the study team of clinical trial {TRIAL}"}),
+            "referral-exists",
+        ),
+        # our referral code, made from another trial's card: that trial's, not this one's
+        (referral(code={"coding": [OURS], "text": "Referral to the study team of clinical trial NCT00000001"}), None),
         ({**consent(), "patient": {"reference": "Patient/someone-else"}}, None),
     ],
 )

@@ -23,7 +23,7 @@ EXPECTED = json.loads((PATIENTS.parent / "expected.json").read_text(encoding="ut
 
 class CountingEvaluator:
     def __init__(self) -> None:
-        self.inner = default_evaluator()
+        self.inner = default_evaluator(TRIAL)
         self.calls = 0
 
     def __call__(self, resources: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -82,7 +82,7 @@ async def test_fallback_observation_search_is_bounded_by_the_lookback(
         return httpx.Response(200, json=bundle)
 
     respx_mock.get(f"{FHIR}/Observation").mock(side_effect=observations)
-    async with make_client(settings, evaluator=default_evaluator()) as client:
+    async with make_client(settings, evaluator=default_evaluator(TRIAL)) as client:
         response = await client.post(SERVICE, json=request)
     assert response.status_code == 200
     (url,) = seen
