@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
 
-from cds.engine.record import MEDICATION_TYPES, READ_TYPES, SUBJECT_FIELD
+from cds.engine.record import MEDICATION_TYPES, READ_TYPES, about_patient
 from cds.engine.timeutil import span
 from cds.errors import DataUnavailable, FhirServerError
 from cds.fhir.gateway import (
@@ -74,6 +74,7 @@ from cds.fhir.gateway import (
     is_operation_outcome,
     plain,
 )
+from cds.fhirjson import token_match
 from cds.service.models import CdsRequest
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105  (a template token, not a secret)
@@ -138,7 +139,7 @@ class PrefetchQuery:
             return False
         if self.read:
             return resource.get("id") == patient_id
-        if not _about_patient(resource, patient_id):
+        if not about_patient(resource, patient_id):
             return False
         for name, value in self.params:
             if name == "patient":
@@ -147,7 +148,7 @@ class PrefetchQuery:
                 raise ValueError(f"no search semantics for parameter {name!r}")
             value_ = resource.get(name)
             concepts = value_ if isinstance(value_, list) else [value_]
-            if not _token_match(concepts, value.split(",")):
+            if not token_match(list(concepts), value.split(",")):
                 return False
         if since is not None and self.since_param is not None:
             return _effective_on_or_after(resource, since)
@@ -266,20 +267,6 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _token_match(concepts: Sequence[Any], tokens: Sequence[str]) -> bool:
-    for concept in concepts:
-        codings = concept.get("coding") if isinstance(concept, Mapping) else None
-        for c in codings if isinstance(codings, list) else ():
-            if not isinstance(c, Mapping):
-                continue
-            system, code = c.get("system"), c.get("code")
-            for token in tokens:
-                want_system, bar, want_code = token.rpartition("|")
-                if code == want_code and (not bar or system == want_system):
-                    return True
-    return False
-
-
 def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
     value = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
     if value is None and isinstance(period := resource.get("effectivePeriod"), Mapping):
@@ -288,19 +275,6 @@ def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
         value = period.get("end")
     when = span(value) if isinstance(value, str) else None
     return when is not None and when.latest >= since
-
-
-def _about_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
-    key = SUBJECT_FIELD.get(str(resource.get("resourceType")))
-    if key is None:
-        return True
-    subject = resource.get(key)
-    ref = subject.get("reference") if isinstance(subject, Mapping) else None
-    if not isinstance(ref, str):
-        return False
-    # Accept "Patient/x", absolute ".../Patient/x", and "Patient/x/_history/1".
-    parts = ref.split("/")
-    return any(parts[i] == "Patient" and parts[i + 1] == patient_id for i in range(len(parts) - 1))
 
 
 def misfit(query: PrefetchQuery, resources: Sequence[Mapping[str, Any]], patient_id: str) -> str | None:
@@ -313,7 +287,7 @@ def misfit(query: PrefetchQuery, resources: Sequence[Mapping[str, Any]], patient
         if rtype == "Patient":
             if resource.get("id") != patient_id:
                 return "other-patient"
-        elif rtype != "Medication" and not _about_patient(resource, patient_id):
+        elif rtype != "Medication" and not about_patient(resource, patient_id):
             return "other-patient"
     return None
 
