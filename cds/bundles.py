@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cds import fhirjson
+from cds.bounded import read_file_bounded
 from cds.engine.record import AUX_TYPES, OPTIONAL_TYPES, READ_TYPES
 from cds.errors import InputFileError
 
@@ -106,11 +107,9 @@ def read_inputs(paths: Sequence[Path]) -> Iterator[BundleContents | InputError]:
 
 def _open_checked(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-        with path.open("rb") as fh:
-            return fh.read()
+        return read_file_bounded(
+            path, MAX_FILE_BYTES, lambda: InputFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        )
     except OSError as err:
         raise InputFileError(f"{path}: cannot read ({err.strerror})") from None
 

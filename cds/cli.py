@@ -13,7 +13,7 @@ from typing import TextIO
 
 from cards.verdict import verdict_label
 from cds.bundles import InputError, read_inputs, skipped_summary
-from cds.config import DEFAULT_PORT, SettingsError, load_settings
+from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, SettingsError, load_settings
 from cds.engine import evaluate
 from cds.engine.model import Report, Status
 
@@ -141,12 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(cds/service/SETTINGS.md); a bad value stops it with one line naming the variable.",
         epilog=SERVE_EPILOG,
     )
-    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
+    v.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, loopback only)")
     v.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
     v.add_argument(
         "--workers",
         type=_positive,
-        default=1,
+        default=DEFAULT_WORKERS,
         help="worker processes (uvicorn); state shared through CDS_DATABASE_URL (PostgreSQL for replicas)",
     )
 

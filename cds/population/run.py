@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds.config import Settings
 from cds.engine.record import AUX_TYPES
-from cds.errors import CdsError, FhirServerError
+from cds.errors import CdsError, FhirError
 from cds.fhirjson import subject_patient
 from cds.population.bulk import BulkExportClient, ExportRequest, Manifest, PollPolicy, operation_outcome_texts
 from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files
@@ -475,4 +475,4 @@ def run_population(
             client.close()
 
 
-__all__ = ["FhirServerError", "PopulationOptions", "run_population"]
+__all__ = ["FhirError", "PopulationOptions", "run_population"]

@@ -1,4 +1,4 @@
-"""The FHIR gateway: fhirpy's search API over one pooled httpx client, bounded, PHI-free errors."""
+"""The FHIR gateway: a typed httpx client over one pooled httpx client, bounded, PHI-free typed errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 import respx
@@ -41,22 +40,12 @@ async def gateway() -> AsyncIterator[FhirGateway]:
     await gw.aclose()
 
 
-@pytest.fixture(autouse=True)
-def no_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
-    """fhirpy's own transport (a new aiohttp session per request) must never be used."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("aiohttp.ClientSession used")
-
-    monkeypatch.setattr(aiohttp, "ClientSession", refuse)
-
-
-async def test_search_uses_fhirpy_params_token_and_the_shared_client(
+async def test_search_sends_params_token_and_uses_the_shared_client(
     gateway: FhirGateway, respx_mock: respx.MockRouter
 ) -> None:
     route = respx_mock.get(f"{BASE}/Observation").mock(return_value=httpx.Response(200, json=page([obs(1)])))
     client = gateway.client(BASE + "/", "tok")
-    assert client._http is gateway.http
+    assert client.http is gateway.http
     result = await gateway.search(
         client, "Observation", {"patient": "p1", "code": "http://loinc.org|1,http://loinc.org|2"}
     )
