@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TextIO
 
@@ -16,6 +16,7 @@ from cds.bundles import InputError, read_inputs, skipped_summary
 from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, SettingsError, load_settings
 from cds.engine import evaluate
 from cds.engine.model import Report, Status
+from cds.fhirjson import parse_instant, span
 
 _SYMBOL = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
 
@@ -182,10 +183,9 @@ def _fhir_id(text: str) -> str:
 
 
 def _since(text: str) -> str:
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or instant: {text!r}") from None
+    is_date = len(text) == 10 and span(text) is not None
+    if not is_date and parse_instant(text) is None:
+        raise argparse.ArgumentTypeError(f"not an ISO date or instant (with a timezone): {text!r}")
     return text
 
 

@@ -9,6 +9,8 @@ import inspect
 from cds.cli import build_parser
 from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings, setting_default
 from cds.fhir.gateway import GatewayLimits
+from cds.fhir.safejson import DEFAULT_MAX_DEPTH
+from cds.population.bulk import PollPolicy
 from cds.service.app import serve
 from cds.service.auth import AuthConfig
 from cds.store.database import Database, make_engine
@@ -40,3 +42,10 @@ def test_auth_and_database_defaults_are_the_settings() -> None:
         params = inspect.signature(function).parameters
         assert params["connect_timeout"].default == setting_default("database_connect_timeout")
         assert params["pool_size"].default == setting_default("database_pool_size")
+
+
+def test_bulk_polling_and_json_depth_defaults_are_the_settings() -> None:
+    policy = PollPolicy()
+    assert policy.timeout == setting_default("bulk_export_timeout")
+    assert policy.max_interval == setting_default("bulk_poll_max_interval")
+    assert setting_default("max_json_depth") == DEFAULT_MAX_DEPTH

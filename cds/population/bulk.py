@@ -32,6 +32,7 @@ from urllib.parse import urljoin
 import httpx
 
 from cds.bounded import bounded
+from cds.config import setting_default
 from cds.errors import FhirError, FhirInvalidBody, FhirUnreachable, fhir_status_error
 
 NDJSON = "application/fhir+ndjson"
@@ -150,8 +151,8 @@ class Progress:
 class PollPolicy:
     initial: float = 1.0
     factor: float = 1.5
-    max_interval: float = 30.0
-    timeout: float = 3600.0
+    max_interval: float = setting_default("bulk_poll_max_interval")
+    timeout: float = setting_default("bulk_export_timeout")
     sleep: Callable[[float], None] = field(default=time.sleep)
     clock: Callable[[], float] = field(default=time.monotonic)
 
