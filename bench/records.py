@@ -24,6 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cds.fhirjson import bundle_entries, span
+
 REPO = Path(__file__).resolve().parents[1]
 PATIENTS = REPO / "fixtures" / "patients"
 AS_OF = date(2026, 11, 1)  # the fixtures' reference date
@@ -34,7 +36,7 @@ Resource = dict[str, Any]
 @cache
 def _fixture(name: str) -> tuple[Resource, ...]:
     data = json.loads((PATIENTS / f"{name}.json").read_text(encoding="utf-8"))
-    return tuple(e["resource"] for e in data["entry"])
+    return tuple(dict(e.resource) for e in bundle_entries(data)[0])
 
 
 def fixture(name: str) -> list[Resource]:
@@ -62,7 +64,8 @@ def non_lupus() -> list[Resource]:
 
 
 def _obs_day(o: Resource) -> date:
-    return date.fromisoformat(str(o.get("effectiveDateTime", "1900-01-01"))[:10])
+    when = span(o.get("effectiveDateTime"))
+    return when.latest if when is not None else date(1900, 1, 1)
 
 
 def typical() -> list[Resource]:

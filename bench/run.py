@@ -96,7 +96,7 @@ def machine() -> dict[str, Any]:
             return ""
 
     versions: dict[str, str | None] = {}
-    for name in ("fastapi", "starlette", "uvicorn", "httpx", "pydantic", "fhir.resources", "fhirpy"):
+    for name in ("fastapi", "starlette", "uvicorn", "httpx", "pydantic", "fhir.resources"):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:

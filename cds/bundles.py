@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cds import fhirjson
+from cds.bounded import read_file_bounded
 from cds.engine.record import AUX_TYPES, OPTIONAL_TYPES, READ_TYPES
 from cds.errors import InputFileError
 
@@ -105,11 +107,9 @@ def read_inputs(paths: Sequence[Path]) -> Iterator[BundleContents | InputError]:
 
 def _open_checked(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-        with path.open("rb") as fh:
-            return fh.read()
+        return read_file_bounded(
+            path, MAX_FILE_BYTES, lambda: InputFileError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        )
     except OSError as err:
         raise InputFileError(f"{path}: cannot read ({err.strerror})") from None
 
@@ -191,20 +191,10 @@ def read_ndjson_export(files: Sequence[Path]) -> Iterator[BundleContents | Input
 
 
 def _bundle_entries(bundle: Mapping[str, Any], source: str) -> Iterator[_Entry]:
-    entries = bundle.get("entry", [])
-    if not isinstance(entries, list):
+    if not isinstance(bundle.get("entry", []), list):
         raise InputFileError(f"{source}: Bundle.entry is not a list")
-    for e in entries:
-        if not isinstance(e, Mapping):
-            continue
-        search = e.get("search")
-        if isinstance(search, Mapping) and search.get("mode") == "outcome":
-            continue
-        res = e.get("resource")
-        if not isinstance(res, Mapping):
-            continue
-        full_url = e.get("fullUrl")
-        yield _Entry(source, full_url if isinstance(full_url, str) else None, res)
+    for e in fhirjson.bundle_entries(bundle)[0]:
+        yield _Entry(source, e.full_url, e.resource)
 
 
 def split_bundle(data: Any, source: str = "<input>") -> BundleContents:
@@ -219,48 +209,15 @@ def split_bundle(data: Any, source: str = "<input>") -> BundleContents:
 
 
 def _with_ids(entries: list[_Entry]) -> tuple[list[_Entry], dict[str, str]]:
-    """Give every entry with a `urn:uuid:` fullUrl and no id that uuid as its id; map each fullUrl
-    (urn:uuid or absolute URL) to the relative reference `<Type>/<id>`."""
-    out: list[_Entry] = []
-    local: dict[str, str] = {}
-    for e in entries:
-        res = e.resource
-        rtype = res.get("resourceType")
-        rid = res.get("id")
-        if (not isinstance(rid, str) or not rid) and e.full_url and e.full_url.startswith("urn:uuid:"):
-            rid = e.full_url.removeprefix("urn:uuid:")
-            res = {**res, "id": rid}
-        if e.full_url and isinstance(rtype, str) and isinstance(rid, str) and rid:
-            local[e.full_url] = f"{rtype}/{rid}"
-        out.append(_Entry(e.source, e.full_url, res))
-    return out, local
-
-
-def _resolve_references(value: Any, local: Mapping[str, str]) -> Any:
-    """`value` with every `reference` naming a local fullUrl rewritten to `<Type>/<id>` (copies only
-    what changes)."""
-    if isinstance(value, Mapping):
-        changed: dict[str, Any] | None = None
-        for k, v in value.items():
-            if k == "reference" and isinstance(v, str) and v in local:
-                new: Any = local[v]
-            elif isinstance(v, Mapping | list):
-                new = _resolve_references(v, local)
-            else:
-                continue
-            if new is not v:
-                changed = changed if changed is not None else dict(value)
-                changed[k] = new
-        return changed if changed is not None else value
-    if isinstance(value, list):
-        items = [_resolve_references(v, local) for v in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    return value
+    """Entries with ids given to `urn:uuid:` entries without one, and the fullUrl -> `Type/id` map
+    (`cds.fhirjson.with_local_ids`)."""
+    resolved, index = fhirjson.with_local_ids(fhirjson.Entry(e.full_url, e.resource) for e in entries)
+    return [_Entry(e.source, r.full_url, r.resource) for e, r in zip(entries, resolved, strict=True)], index
 
 
 def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
     entries, local = _with_ids(entries)
-    urn_refs = {k: v for k, v in local.items() if k.startswith("urn:uuid:")}
+    urn_refs = fhirjson.urn_index(local)
     patients: dict[str, PatientData] = {}
     skipped: dict[str, Counter[str]] = {}
     kept: list[_Entry] = []
@@ -271,8 +228,8 @@ def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
             continue
         kept.append(e)
         if rtype == "Patient":
-            pid = e.resource.get("id")
-            if isinstance(pid, str) and pid:
+            pid = fhirjson.resource_id(e.resource)
+            if pid is not None:
                 patients.setdefault(pid, PatientData(pid)).resources.append(e.resource)
     if not patients:
         raise InputFileError(f"{source}: no Patient resource in the {what}")
@@ -286,8 +243,8 @@ def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
             continue
         searched.add(rtype)
         if urn_refs:
-            res = _resolve_references(res, urn_refs)
-        pid = _patient_of(res)
+            res = fhirjson.resolve_local_references(res, urn_refs)
+        pid = fhirjson.subject_patient(res)
         if pid is not None and pid in patients:
             patients[pid].resources.append(res)
         elif rtype in AUX_TYPES:
@@ -298,27 +255,13 @@ def _split(entries: list[_Entry], *, source: str, what: str) -> BundleContents:
         # a shared Medication goes to every patient whose resources reference it (a large Bulk
         # Data export would otherwise give every Medication to every patient)
         for p in patients.values():
-            wanted = {ref.rsplit("/", 1)[-1] for r in p.resources for ref in _medication_refs(r)}
+            wanted = {mid for r in p.resources if (mid := _medication_id(r)) is not None}
             p.resources.extend(m for mid in sorted(wanted & shared.keys()) for m in shared[mid])
     return BundleContents(list(patients.values()), frozenset(searched), unassigned, source, skipped)
 
 
-def _medication_refs(res: Mapping[str, Any]) -> Iterator[str]:
-    ref = res.get("medicationReference")
-    if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-        yield str(ref["reference"])
-
-
-def _patient_of(res: Mapping[str, Any]) -> str | None:
-    for key in ("subject", "patient"):
-        ref = res.get(key)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            parts = str(ref["reference"]).split("/")
-            for i in range(len(parts) - 1):
-                if parts[i] == "Patient":
-                    return parts[i + 1]
-            return None
-    return None
+def _medication_id(res: Mapping[str, Any]) -> str | None:
+    return fhirjson.referenced_id(res.get("medicationReference"), "Medication")
 
 
 def skipped_summary(path: str, counts: Mapping[str, int]) -> str:

@@ -11,19 +11,20 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from cards.verdict import verdict_label
 from cds.bundles import InputError, read_inputs, skipped_summary
-from cds.config import DEFAULT_PORT, SettingsError, load_settings
+from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, SettingsError, load_settings
 from cds.engine import evaluate
 from cds.engine.model import Report, Status
 from cds.trials import DEFAULT_TRIAL, REGISTERED, UnknownTrial, normalize
 
 if TYPE_CHECKING:
     from cds.engine.trial import Trial
+from cds.fhirjson import parse_instant, span
 
 _SYMBOL = {Status.MET: "met", Status.NOT_MET: "NOT MET", Status.UNKNOWN: "unknown"}
 
@@ -154,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(cds/service/SETTINGS.md); a bad value stops it with one line naming the variable.",
         epilog=SERVE_EPILOG,
     )
-    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
+    v.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, loopback only)")
     v.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
     v.add_argument(
         "--workers",
         type=_positive,
-        default=1,
+        default=DEFAULT_WORKERS,
         help="worker processes (uvicorn); state shared through CDS_DATABASE_URL (PostgreSQL for replicas)",
     )
 
@@ -223,10 +224,9 @@ def _fhir_id(text: str) -> str:
 
 
 def _since(text: str) -> str:
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or instant: {text!r}") from None
+    is_date = len(text) == 10 and span(text) is not None
+    if not is_date and parse_instant(text) is None:
+        raise argparse.ArgumentTypeError(f"not an ISO date or instant (with a timezone): {text!r}")
     return text
 
 

@@ -34,6 +34,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 #: The one default port of the CDS Hooks service (`cds serve`, the README, the docs). The HAPI FHIR
 #: sandbox (`cds sandbox`) listens on 8090.
 DEFAULT_PORT = 8000
+#: Where `cds serve` listens by default (loopback only) and with how many worker processes.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_WORKERS = 1
 DEFAULT_SNOOZE_DAYS_BY_REASON = {"patient-declined": 180, "already-screened": 90, "will-refer": 7}
 
 
@@ -408,6 +411,12 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
 
+def setting_default(name: str) -> Any:
+    """The default of the setting `name`, as the settings model defines it (the one place defaults
+    live: code that takes a setting as a parameter uses this for its own default)."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
 class SettingsError(Exception):
     """A setting could not be read: the message is one line naming the environment variable."""
 
@@ -430,8 +439,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _default_text(name: str) -> str:
-    field = Settings.model_fields[name]
-    value = field.get_default(call_default_factory=True)
+    value = setting_default(name)
     if value is None:
         return "(unset)"
     if isinstance(value, bool):

@@ -10,7 +10,18 @@ the FHIR `OperationOutcome.issue.code` it maps to; the web layer maps them in on
     ├── AuthenticationFailed (401, login)          bad or missing JWT; never carries detail out
     ├── NotFound (404, not-found)        unknown CDS service id
     ├── DataUnavailable (412, processing)          required FHIR data could not be obtained
-    │   └── FhirServerError (412, processing)      the FHIR server failed, timed out or lied
+    │   └── FhirError                      the FHIR server could not give the data (outcomes:
+    │       │                              `cds.service.errors.FHIR_OUTCOMES`, one table)
+    │       ├── FhirUnreachable            connection refused or reset, DNS, TLS
+    │       │   └── FhirTimeout            no (whole) answer within the timeout
+    │       ├── FhirStatusError            a non-2xx status (`.status`)
+    │       │   ├── FhirRedirect           3xx (never followed)
+    │       │   ├── FhirClientError        4xx
+    │       │   │   ├── FhirAccessDenied   401, 403 (the EHR's token was refused)
+    │       │   │   └── FhirNotFound       404, 410
+    │       │   └── FhirServerFault        5xx
+    │       ├── FhirInvalidBody            not JSON, too large, too deep, not the resource asked for
+    │       └── FhirOutsideBase            a URL (a next link, an id) outside the FHIR server base
     ├── ServiceUnavailable (503, transient, Retry-After)  try again later
     │   ├── Overloaded (503, throttled)    the queue for a body or an engine slot is full or too slow
     │   ├── DeadlineExceeded (503, timeout)  the request's deadline passed (the engine included)
@@ -54,8 +65,82 @@ class DataUnavailable(CdsError):
     issue_code = "processing"
 
 
-class FhirServerError(DataUnavailable):
+class FhirError(DataUnavailable):
+    """The FHIR server could not give the data. Messages name no URL, id, token or server text."""
+
+
+class FhirUnreachable(FhirError):
     pass
+
+
+class FhirTimeout(FhirUnreachable):
+    pass
+
+
+class FhirStatusError(FhirError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FhirRedirect(FhirStatusError):
+    pass
+
+
+class FhirClientError(FhirStatusError):
+    pass
+
+
+class FhirAccessDenied(FhirClientError):
+    pass
+
+
+class FhirNotFound(FhirClientError):
+    pass
+
+
+class FhirServerFault(FhirStatusError):
+    pass
+
+
+class FhirInvalidBody(FhirError):
+    pass
+
+
+class FhirOutsideBase(FhirError):
+    pass
+
+
+def fhir_status_error(status: int, message: str | None = None) -> FhirStatusError:
+    """The error of its class for an unexpected HTTP status of a FHIR server; the default message
+    names the status only."""
+    if 300 <= status < 400:
+        return FhirRedirect(message or f"the FHIR server answered a redirect (HTTP {status}), not followed", status)
+    if status in (401, 403):
+        return FhirAccessDenied(message or f"the FHIR server refused access (HTTP {status})", status)
+    if status in (404, 410):
+        return FhirNotFound(message or f"the FHIR server answered HTTP {status} (not found)", status)
+    if 400 <= status < 500:
+        return FhirClientError(message or f"the FHIR server answered HTTP {status}", status)
+    if status >= 500:
+        return FhirServerFault(message or f"the FHIR server answered HTTP {status}", status)
+    return FhirStatusError(message or f"the FHIR server answered HTTP {status}", status)
+
+
+def combined_fhir_error(errors: list[FhirError], message: str) -> FhirError:
+    """One error for several FHIR failures (one per data domain): their common class if they all
+    have the same one (and status), else `FhirError`; with `message`."""
+    kinds = {(type(e), e.status if isinstance(e, FhirStatusError) else None) for e in errors}
+    if len(kinds) != 1:
+        return FhirError(message)
+    kind, status = kinds.pop()
+    if status is not None:
+        return fhir_status_error(status, message)
+    return kind(message)
+
+
+#: The name of `FhirError` before the hierarchy (kept while parallel branches are merged).
+FhirServerError = FhirError
 
 
 class ServiceUnavailable(CdsError):

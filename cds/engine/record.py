@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from cds.engine.model import MEDICATION_TYPES as MEDICATION_TYPES  # the medication resource types
 from cds.engine.model import DataIssue, DataIssueKind
+from cds.fhirjson import refers_to_patient
 
 READ_TYPES: tuple[str, ...] = (
     "Patient",
@@ -81,22 +82,10 @@ def _ref_of(raw: Mapping[str, Any]) -> str:
     return f"{rtype_s}/(no valid id)"
 
 
-def _patient_ref_matches(raw: Mapping[str, Any], rtype: str, patient_id: str) -> bool:
-    key = SUBJECT_FIELD.get(rtype)
-    if key is None:
-        return True
-    subj = raw.get(key)
-    if not isinstance(subj, Mapping):
-        return False
-    ref = subj.get("reference")
-    if not isinstance(ref, str):
-        return False
-    # Accept "Patient/x", absolute ".../Patient/x", and "Patient/x/_history/1".
-    target = "Patient/" + patient_id
-    if ref == target or ref.endswith("/" + target):
-        return True
-    parts = ref.split("/")
-    return any(parts[i] == "Patient" and parts[i + 1] == patient_id for i in range(len(parts) - 1))
+def about_patient(raw: Mapping[str, Any], patient_id: str) -> bool:
+    """Whether a resource's patient field (`SUBJECT_FIELD`) names this patient (types without one: True)."""
+    key = SUBJECT_FIELD.get(str(raw.get("resourceType")))
+    return key is None or refers_to_patient(raw.get(key), patient_id)
 
 
 def _validation_problem(rtype: str, err: ValidationError) -> str:
@@ -140,7 +129,7 @@ def build_record(
                     DataIssue(_ref_of(raw), "Patient resource for another patient", DataIssueKind.WRONG_PATIENT, rtype)
                 )
                 continue
-        elif rtype != "Medication" and not _patient_ref_matches(raw, rtype, patient_id):
+        elif rtype != "Medication" and not about_patient(raw, patient_id):
             record.issues.append(DataIssue(_ref_of(raw), "not about this patient", DataIssueKind.WRONG_PATIENT, rtype))
             continue
         present.add(rtype)

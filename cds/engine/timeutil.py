@@ -8,61 +8,11 @@ that local day). The engine never reads the clock: the as-of date is always a pa
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
+from cds.fhirjson import Span, last_day_of_month, span  # the FHIR date rules live there
 
-@dataclass(frozen=True, slots=True)
-class Span:
-    earliest: date
-    latest: date
-
-    @property
-    def exact(self) -> bool:
-        return self.earliest == self.latest
-
-    def iso(self) -> str:
-        if self.exact:
-            return self.earliest.isoformat()
-        if (
-            self.earliest.month == 1
-            and self.earliest.day == 1
-            and self.latest.month == 12
-            and (self.latest.day == 31 and self.latest.year == self.earliest.year)
-        ):
-            return f"{self.earliest.year:04d}"
-        if self.earliest.day == 1 and self.latest == last_day_of_month(self.earliest):
-            return f"{self.earliest.year:04d}-{self.earliest.month:02d}"
-        return f"{self.earliest.isoformat()}/{self.latest.isoformat()}"
-
-
-def last_day_of_month(d: date) -> date:
-    return date(d.year, d.month, calendar.monthrange(d.year, d.month)[1])
-
-
-def span(value: object) -> Span | None:
-    """Interval of a FHIR date/dateTime value (R4B gives date, datetime or a partial str)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        d = value.date()
-        return Span(d, d)
-    if isinstance(value, date):
-        return Span(value, value)
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) == 4:
-                y = int(text)
-                return Span(date(y, 1, 1), date(y, 12, 31))
-            if len(text) == 7:
-                first = date(int(text[:4]), int(text[5:7]), 1)
-                return Span(first, last_day_of_month(first))
-            d = date.fromisoformat(text[:10])
-            return Span(d, d)
-        except ValueError:
-            return None
-    return None
+__all__ = ["Span", "add_months", "add_years", "age_on", "days_before", "last_day_of_month", "span"]
 
 
 def add_months(d: date, months: int) -> date:

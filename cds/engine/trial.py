@@ -17,6 +17,7 @@ from cds.engine.reads import Read, reads
 from cds.engine.record import PatientRecord, build_record
 from cds.engine.rules import Context, Outcome, Rule
 from cds.engine.timeutil import span
+from cds.fhirjson import codes, coding_pairs, codings
 
 log = logging.getLogger("cds.engine")
 
@@ -130,7 +131,7 @@ class Trial:
             texts.append(t)
         if not texts or not self._text_reads:
             return False
-        categories = _raw_codings(raw.get("category"))
+        categories = coding_pairs(raw.get("category"))
         return any(
             categories & r.categories and any(r.text.search(x) for x in texts)
             for r in self._text_reads
@@ -160,7 +161,7 @@ class Trial:
         def keep(rtype: str, raw: Mapping[str, Any]) -> bool:
             if rtype != "Observation":
                 return True
-            if history and _raw_codings([raw.get("code")]) & history:
+            if history and coding_pairs([raw.get("code")]) & history:
                 return True  # read whatever its date (the history query has no date bound)
             return _dated_on_or_after(raw, cutoff, cutoff_text) and self.observation_is_relevant(raw)
 
@@ -177,20 +178,14 @@ class Trial:
         for raw in conditions:
             if not isinstance(raw, Mapping) or raw.get("resourceType") != "Condition":
                 continue
-            if _raw_codes(raw.get("verificationStatus")) & {"refuted", "entered-in-error"}:
+            if codes(raw.get("verificationStatus")) & {"refuted", "entered-in-error"}:
                 continue
             code = raw.get("code")
             if not isinstance(code, Mapping):
                 continue
-            codings = code.get("coding")
-            pairs = [
-                (c.get("system"), c.get("code"))
-                for c in (codings if isinstance(codings, list) else [])
-                if isinstance(c, Mapping) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
-            ]
-            if self.applicability.match_codings(pairs) is not None:
+            if self.applicability.match_codings(sorted(coding_pairs(code))) is not None:
                 return False
-            texts = [code.get("text")] + [c.get("display") for c in (codings or []) if isinstance(c, Mapping)]
+            texts = [code.get("text")] + [c.get("display") for c in codings(code)]
             if self.applicability.match_text([t for t in texts if isinstance(t, str)]) is not None:
                 return False
         return True
@@ -297,23 +292,6 @@ def _raw_observation_date(raw: Mapping[str, Any]) -> str | None:
     elif value is None:
         value = raw.get("issued")
     return value if isinstance(value, str) else None
-
-
-def _raw_codings(concepts: Any) -> set[tuple[str, str]]:
-    """The (system, code) pairs of a raw list of CodeableConcepts (e.g. Observation.category)."""
-    out: set[tuple[str, str]] = set()
-    for concept in concepts if isinstance(concepts, list) else ():
-        codings = concept.get("coding") if isinstance(concept, Mapping) else None
-        for c in codings if isinstance(codings, list) else ():
-            if isinstance(c, Mapping) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str):
-                out.add((c["system"], c["code"]))
-    return out
-
-
-def _raw_codes(concept: Any) -> set[str]:
-    if not isinstance(concept, Mapping) or not isinstance(concept.get("coding"), list):
-        return set()
-    return {c["code"] for c in concept["coding"] if isinstance(c, Mapping) and isinstance(c.get("code"), str)}
 
 
 def _run(criterion: Criterion, ctx: Context) -> Outcome:

@@ -1,42 +1,56 @@
-"""One small gateway to FHIR servers: fhirpy's search API over one shared, pooled httpx client.
+"""The FHIR boundary: a small typed httpx client over one shared, pooled `httpx.AsyncClient`.
 
-fhirpy 2.3's `AsyncFHIRClient` opens a new aiohttp session for every request (no pooling, no
-keep-alive, no timeout below aiohttp's 300 s) and sends all its HTTP through one method,
-`AsyncClient._do_request`. `PooledFHIRClient` overrides that one method to send the request through
-a shared `httpx.AsyncClient` owned by `FhirGateway` (connection pool, keep-alive, bounded timeouts),
-while the rest of fhirpy (``client.resources("Observation").search(...).limit(n).fetch_raw()``,
-``client.get("Patient", id)``, URL building and next-link parsing) stays as it is. Because the
-requests go through httpx, tests mock the FHIR server with respx at the transport.
+Why not fhirpy: fhirpy 2.3's `AsyncFHIRClient` sends its HTTP through aiohttp with a new session
+per request (no pooling, no keep-alive, no timeout below aiohttp's 300 s), and its public API has
+no way to hand it another transport; using it over httpx meant overriding its private request
+methods. The service needs two interactions, a read (``GET [base]/Type/id``) and a type search
+(``GET [base]/Type?params&_count=n``) followed through its ``next`` links, so `FhirClient` does
+exactly those with httpx: connection pool, keep-alive, bounded timeouts, and tests that mock the
+FHIR server with respx at the transport.
 
-Errors: every failure to obtain data (connection refused, timeout, non-2xx status including
-redirects, 401/403/404/5xx, invalid, truncated, too deep or too large JSON, a response that is not
-the expected resource) raises `cds.errors.FhirServerError` with a message free of PHI and tokens (no
-URLs, no ids, no server diagnostics). Paging is bounded by `GatewayLimits.max_pages` and
-`max_resources`; a search cut short is returned with ``truncated=True`` instead of failing.
+Errors (`cds.errors.FhirError` and its subclasses, mapped to outcomes in one table,
+`cds.service.errors.FHIR_OUTCOMES`): connection refused/reset (`FhirUnreachable`), no whole answer
+within the timeout (`FhirTimeout`), non-2xx statuses by class (`FhirRedirect` 3xx - never followed,
+`FhirAccessDenied` 401/403, `FhirNotFound` 404/410, `FhirClientError` other 4xx, `FhirServerFault`
+5xx), a body that is not acceptable JSON or not the resource asked for (`FhirInvalidBody`), a URL
+outside the base (`FhirOutsideBase`). Messages and log lines name no URL, id, token or server text.
+Paging is bounded by `GatewayLimits.max_pages` and `max_resources`; a search cut short (or whose
+``next`` link leaves the base) is returned with ``truncated=True`` instead of failing.
 
 Where requests may go (SSRF): `FhirGateway.client` accepts a base URL only if it is on the gateway's
 allow-list (`cds.fhir.urls.UrlAllowList`, compared after canonical parsing) and binds the client to
-the canonical form. Every URL the client is about to request (reads, searches, `next` links) is
-parsed again and must lie under that base on a path-segment boundary, so neither a `next` link nor a
-crafted id can send the bearer token to another host or path. Redirects are never followed. Each
-response body is read as a stream and abandoned past `max_response_bytes`, and each exchange is
-bounded by `timeout` as a whole (a server trickling bytes cannot hold a request open).
+the canonical form. Every URL the client is about to request (reads, searches, ``next`` links) is
+parsed again and must lie under that base on a path-segment boundary, so neither a ``next`` link nor
+a crafted id can send the bearer token to another host or path. Redirects are never followed. Each
+response body is read as a stream and abandoned past `max_response_bytes` (`cds.bounded`), and each
+exchange is bounded by `timeout` as a whole (a server trickling bytes cannot hold a request open).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from fhirpy import AsyncFHIRClient
-from fhirpy.base.utils import parse_pagination_url
 
-from cds.errors import FhirServerError, FhirServerNotAllowed
-from cds.fhir.safejson import DEFAULT_MAX_DEPTH, JsonRejected, loads_bounded
+from cds import fhirjson
+from cds.bounded import aread_bounded, check_declared
+from cds.config import setting_default
+from cds.errors import (
+    FhirError,
+    FhirInvalidBody,
+    FhirOutsideBase,
+    FhirServerNotAllowed,
+    FhirStatusError,
+    FhirTimeout,
+    FhirUnreachable,
+    fhir_status_error,
+)
+from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.fhir.urls import HttpUrl, UrlAllowList, UrlError, parse_url
 
 if TYPE_CHECKING:
@@ -45,20 +59,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("cds.fhir")
 
 USER_AGENT = "nct04582136-cds/0.1 (CDS Hooks prescreen)"
+FHIR_JSON = "application/fhir+json"
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayLimits:
-    """Bounds on every FHIR interaction (see `cds.config.Settings` for their meaning)."""
+    """Bounds on every FHIR interaction (see `cds.config.Settings` for their meaning and defaults)."""
 
-    timeout: float = 3.0
-    connect_timeout: float = 1.0
-    page_size: int = 200
-    max_pages: int = 10
-    max_resources: int = 5000
-    max_connections: int = 32
-    max_response_bytes: int = 20_000_000
-    max_json_depth: int = DEFAULT_MAX_DEPTH
+    timeout: float = setting_default("fhir_timeout")
+    connect_timeout: float = setting_default("fhir_connect_timeout")
+    page_size: int = setting_default("fhir_page_size")
+    max_pages: int = setting_default("fhir_max_pages")
+    max_resources: int = setting_default("fhir_max_resources")
+    max_connections: int = setting_default("fhir_max_connections")
+    max_response_bytes: int = setting_default("fhir_max_response_bytes")
+    max_json_depth: int = setting_default("max_json_depth")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayLimits:
@@ -85,8 +102,8 @@ class SearchResult:
 
 
 def plain(value: Any) -> Any:
-    """fhirpy's AttrDict/resource/reference objects as plain dicts and lists (deep copy); JSON that is
-    already plain (a `dict` decoded by us, or sent as prefetch) is returned as it is, not copied."""
+    """Mappings and sequences as plain dicts and lists (deep copy); a `dict` (JSON decoded by us, or
+    sent as prefetch) is returned as it is, not copied."""
     if type(value) is dict:
         return value
     if isinstance(value, Mapping):
@@ -96,52 +113,26 @@ def plain(value: Any) -> Any:
     return value
 
 
-def is_operation_outcome(value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome"
+is_operation_outcome = fhirjson.is_operation_outcome
+next_link = fhirjson.next_link
 
 
 def bundle_entries(bundle: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    """The resources of a Bundle, skipping `search.mode = outcome` entries and OperationOutcomes, and
-    the number of malformed entries (not an object, no resource object, no string resourceType)."""
-    out: list[dict[str, Any]] = []
-    malformed = 0
-    entries = bundle.get("entry")
-    if entries is None:
-        return out, 0
-    if not isinstance(entries, list):
-        return out, 1
-    for entry in entries:
-        if not isinstance(entry, Mapping):
-            malformed += 1
-            continue
-        search = entry.get("search")
-        if isinstance(search, Mapping) and search.get("mode") == "outcome":
-            continue
-        resource = entry.get("resource")
-        if is_operation_outcome(resource):
-            continue
-        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
-            malformed += 1
-            continue
-        out.append(plain(resource))
-    return out, malformed
+    """The resources of a Bundle (``search.mode = outcome`` entries and OperationOutcomes skipped;
+    ``urn:uuid:`` references to the Bundle's own entries rewritten to ``Type/id``), and the number of
+    malformed entries (not an object, no resource object, no string resourceType)."""
+    entries, malformed = fhirjson.bundle_entries(bundle)
+    typed = [e for e in entries if not is_operation_outcome(e.resource)]
+    kept = [e for e in typed if fhirjson.resource_type(e.resource) is not None]
+    malformed += len(typed) - len(kept)
+    kept, index = fhirjson.with_local_ids(kept)
+    urns = fhirjson.urn_index(index)
+    return [plain(fhirjson.resolve_local_references(e.resource, urns)) for e in kept], malformed
 
 
 def bundle_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The resources of a Bundle, skipping `search.mode = outcome` entries and OperationOutcomes."""
     return bundle_entries(bundle)[0]
-
-
-def next_link(bundle: Mapping[str, Any]) -> str | None:
-    links = bundle.get("link")
-    if not isinstance(links, list):
-        return None
-    for link in links:
-        if isinstance(link, Mapping) and link.get("relation") == "next":
-            url = link.get("url")
-            if isinstance(url, str) and url:
-                return url
-    return None
 
 
 def same_base(url: str, base: str) -> bool:
@@ -155,118 +146,108 @@ def same_base(url: str, base: str) -> bool:
         return False
 
 
-def _decode(content: bytes, max_depth: int) -> Any:
-    if not content.strip():
-        return None
-    try:
-        return loads_bounded(content, max_depth=max_depth)  # plain dicts: nothing to copy later
-    except JsonRejected as exc:
-        raise FhirServerError(f"the FHIR server sent a body that is not acceptable JSON ({exc})") from None
+def _log_failure(error: FhirError) -> None:
+    status = error.status if isinstance(error, FhirStatusError) else None
+    log.warning("fhir.error", extra={"event": "fhir.error", "error": type(error).__name__, "status": status})
 
 
-class PooledFHIRClient(AsyncFHIRClient):
-    """fhirpy's async client whose single request method goes through a shared httpx client."""
+class FhirClient:
+    """Reads and searches one FHIR server (a canonical base URL, an optional bearer token) through
+    the gateway's shared httpx client."""
 
-    def __init__(
-        self,
-        url: str,
-        http: httpx.AsyncClient,
-        *,
-        authorization: str | None = None,
-        timeout: float = 3.0,
-        max_response_bytes: int = 20_000_000,
-        max_json_depth: int = DEFAULT_MAX_DEPTH,
-    ) -> None:
-        self.base = parse_url(url)  # raises UrlError (a ValueError) for anything not a clean http(s) base
-        super().__init__(str(self.base), authorization=authorization)
-        self._http = http
-        self._timeout = timeout
-        self._max_bytes = max_response_bytes
-        self._max_depth = max_json_depth
+    def __init__(self, base: HttpUrl, http: httpx.AsyncClient, limits: GatewayLimits, access_token: str | None) -> None:
+        self.base = base
+        self.url = str(base)
+        self.http = http
+        self.limits = limits
+        self._headers = {"Accept": FHIR_JSON}
+        if access_token:
+            self._headers["Authorization"] = f"Bearer {access_token}"
 
-    def request_url(self, path: str, params: dict[str, Any] | None = None) -> str:
-        """The URL fhirpy would request; `FhirServerError` unless it lies under this client's base."""
+    def request_url(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """The URL for `path` (relative to the base, or absolute) with `params`; `FhirOutsideBase`
+        unless it lies under this client's base."""
+        url = path if "://" in path or path.startswith("//") else f"{self.url}/{path}"
         try:
-            url: str = self._build_request_url(path, params).removesuffix("?")
-        except ValueError as exc:  # fhirpy: an absolute URL outside the base
-            raise FhirServerError("a FHIR link points outside the FHIR server base") from exc
-        try:
+            if params:
+                url = str(httpx.URL(url, params=dict(params)))
             inside = self.base.covers(parse_url(url, allow_query=True))
-        except UrlError:
+        except (UrlError, httpx.InvalidURL):
             inside = False
         if not inside:
-            raise FhirServerError("a FHIR link points outside the FHIR server base")
+            raise FhirOutsideBase("a FHIR link points outside the FHIR server base")
         return url
 
-    async def _exchange(self, method: str, url: str, data: Any, headers: dict[str, str]) -> tuple[int, bytes]:
-        async with self._http.stream(method.upper(), url, json=data, headers=headers) as response:
-            status = response.status_code
-            if not 200 <= status < 300:
-                return status, b""
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self._max_bytes:
-                raise FhirServerError(f"the FHIR server sent more than {self._max_bytes} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise FhirServerError(f"the FHIR server sent more than {self._max_bytes} bytes")
-                chunks.append(chunk)
-            return status, b"".join(chunks)
+    async def _exchange(self, url: str) -> bytes:
+        limit = self.limits.max_response_bytes
 
-    async def _do_request(
-        self,
-        method: str,
-        path: str,
-        data: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        *,
-        returning_status: bool = False,
-    ) -> Any:
-        headers: dict[str, str] = self._build_request_headers()
-        if extra_headers:
-            headers = {**headers, **extra_headers}
-        url = self.request_url(path, params)  # never send the token outside the base
+        def too_large() -> FhirInvalidBody:
+            return FhirInvalidBody(f"the FHIR server sent more than {limit} bytes")
+
+        async with self.http.stream("GET", url, headers=self._headers) as response:
+            if not 200 <= response.status_code < 300:
+                raise fhir_status_error(response.status_code)
+            check_declared(response.headers.get("content-length"), limit, too_large)
+            return await aread_bounded(response.aiter_bytes(), limit, too_large)
+
+    async def get_json(self, url: str) -> Any:
+        """GET `url` (already checked by `request_url`) and decode its JSON body."""
+        timeout = self.limits.timeout
         try:
             # asyncio's timeout bounds the whole exchange, body included (also with mocked
             # transports, and against a server trickling bytes); httpx's timeouts bound each phase.
-            async with asyncio.timeout(self._timeout):
-                status, content = await self._exchange(method, url, data, headers)
-        except TimeoutError as exc:
-            raise FhirServerError(f"the FHIR server did not answer within {self._timeout:g} s") from exc
-        except httpx.TimeoutException as exc:
-            raise FhirServerError(f"the FHIR server did not answer within {self._timeout:g} s") from exc
+            async with asyncio.timeout(timeout):
+                content = await self._exchange(url)
+            if not content.strip():
+                raise FhirInvalidBody("the FHIR server sent an empty body")
+            try:
+                return loads_bounded(content, max_depth=self.limits.max_json_depth)
+            except JsonRejected as exc:
+                raise FhirInvalidBody(f"the FHIR server sent a body that is not acceptable JSON ({exc})") from None
+        except (TimeoutError, httpx.TimeoutException):
+            error: FhirError = FhirTimeout(f"the FHIR server did not answer within {timeout:g} s")
         except httpx.HTTPError as exc:
-            raise FhirServerError(f"the FHIR server could not be reached ({type(exc).__name__})") from exc
+            error = FhirUnreachable(f"the FHIR server could not be reached ({type(exc).__name__})")
+        except FhirError as exc:
+            error = exc
+        _log_failure(error)
+        raise error
 
-        if not 200 <= status < 300:
-            if status in (401, 403):
-                raise FhirServerError(f"the FHIR server refused access (HTTP {status})")
-            if 300 <= status < 400:
-                raise FhirServerError(f"the FHIR server answered a redirect (HTTP {status}), not followed")
-            raise FhirServerError(f"the FHIR server answered HTTP {status}")
-        payload = _decode(content, self._max_depth)
-        return (payload, status) if returning_status else payload
+    async def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """``GET [base]/Type/id``; the answer must be that resource type."""
+        if not _TYPE.fullmatch(resource_type) or not _FHIR_ID.fullmatch(resource_id):
+            raise FhirOutsideBase("not a FHIR resource type and id")
+        data = await self.get_json(self.request_url(f"{resource_type}/{resource_id}"))
+        if fhirjson.resource_type(data) != resource_type:
+            error = FhirInvalidBody(f"the FHIR server did not return a {resource_type} for a read")
+            _log_failure(error)
+            raise error
+        result: dict[str, Any] = plain(data)
+        return result
 
-    async def _fetch_resource(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return await self._do_request("get", path, params=params)
+    async def bundle(self, url: str, what: str) -> dict[str, Any]:
+        data = await self.get_json(url)
+        if fhirjson.resource_type(data) != "Bundle":
+            error = FhirInvalidBody(f"the FHIR server did not return a Bundle for {what}")
+            _log_failure(error)
+            raise error
+        result: dict[str, Any] = data
+        return result
+
+    async def search(self, resource_type: str, params: Mapping[str, str], count: int) -> dict[str, Any]:
+        """The first page of ``GET [base]/Type?params&_count=count`` (a Bundle)."""
+        if not _TYPE.fullmatch(resource_type):
+            raise FhirOutsideBase("not a FHIR resource type")
+        url = self.request_url(resource_type, {**params, "_count": str(count)})
+        return await self.bundle(url, f"a {resource_type} search")
 
 
-def _link_inside(client: PooledFHIRClient, link: str) -> bool:
-    if not same_base(link, client.url):
-        return False
-    try:
-        path, params = parse_pagination_url(link)  # type: ignore[no-untyped-call]
-        client.request_url(path, params)
-    except (FhirServerError, ValueError):
-        return False
-    return True
+#: The client's name before fhirpy was dropped (kept while parallel branches are merged).
+PooledFHIRClient = FhirClient
 
 
 class FhirGateway:
-    """Owns the shared httpx pool; hands out fhirpy clients bound to a base URL and token."""
+    """Owns the shared httpx pool; hands out clients bound to a base URL and token."""
 
     def __init__(
         self,
@@ -312,45 +293,29 @@ class FhirGateway:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def client(self, base_url: str, access_token: str | None = None) -> PooledFHIRClient:
-        """A fhirpy client bound to the canonical form of `base_url`; `FhirServerNotAllowed` if the
-        URL is not on the allow-list (checked before anything is sent)."""
+    def client(self, base_url: str, access_token: str | None = None) -> FhirClient:
+        """A client bound to the canonical form of `base_url`; `FhirServerNotAllowed` if the URL is
+        not on the allow-list (checked before anything is sent)."""
         base = self.allowed_base(base_url)
         if base is None:
             raise FhirServerNotAllowed("fhirServer is not on the allow-list")
-        authorization = f"Bearer {access_token}" if access_token else None
-        return PooledFHIRClient(
-            str(base),
-            self._http,
-            authorization=authorization,
-            timeout=self.limits.timeout,
-            max_response_bytes=self.limits.max_response_bytes,
-            max_json_depth=self.limits.max_json_depth,
-        )
+        return FhirClient(base, self._http, self.limits, access_token)
 
-    async def read(self, client: PooledFHIRClient, resource_type: str, resource_id: str) -> dict[str, Any]:
-        """Instance read through fhirpy (``client.get``); the result must be that resource type."""
-        data = await client.get(resource_type, resource_id)
-        if not isinstance(data, Mapping) or data.get("resourceType") != resource_type:
-            raise FhirServerError(f"the FHIR server did not return a {resource_type} for a read")
-        result: dict[str, Any] = plain(data)
-        return result
+    async def read(self, client: FhirClient, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """Instance read; the result must be that resource type."""
+        return await client.read(resource_type, resource_id)
 
-    async def search(self, client: PooledFHIRClient, resource_type: str, params: Mapping[str, str]) -> SearchResult:
-        """Type search through fhirpy's search API, following `next` links within the limits."""
-        searchset = client.resources(resource_type).search(**params).limit(self.limits.page_size)
-        # fhirpy builds the query; its fetch_raw() post-processing assumes a well-formed Bundle
-        # (it crashes on a list, null or junk entries), so the raw page is fetched and checked here.
-        bundle = await client._fetch_resource(searchset.resource_type, searchset.params)
-        if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
-            raise FhirServerError(f"the FHIR server did not return a Bundle for a {resource_type} search")
+    async def search(self, client: FhirClient, resource_type: str, params: Mapping[str, str]) -> SearchResult:
+        """Type search, following `next` links within the limits."""
+        bundle = await client.search(resource_type, params, self.limits.page_size)
         return await self.follow(client, bundle)
 
-    async def follow(self, client: PooledFHIRClient | None, bundle: Mapping[str, Any]) -> SearchResult:
+    async def follow(self, client: FhirClient | None, bundle: Mapping[str, Any]) -> SearchResult:
         """All resources of a searchset Bundle and of its `next` pages, bounded.
 
         `client` is None when there is no FHIR server to page from (a prefetched Bundle with a next
-        link and no `fhirServer`): the result is then marked truncated.
+        link and no `fhirServer`): the result is then marked truncated. A `next` link outside the
+        client's base is not followed (truncated, logged without the URL).
         """
         limits = self.limits
         result = SearchResult()
@@ -367,16 +332,16 @@ class FhirGateway:
             link = next_link(page)
             if link is None:
                 break
-            if client is None or result.pages >= limits.max_pages or len(result.resources) >= (limits.max_resources):
+            if client is None or result.pages >= limits.max_pages or len(result.resources) >= limits.max_resources:
                 result.truncated = True
                 break
-            if not _link_inside(client, link):
+            try:
+                url = client.request_url(link) if same_base(link, client.url) else None
+            except FhirOutsideBase:
+                url = None
+            if url is None:
                 log.warning("fhir.next_link_outside_base", extra={"event": "fhir.next_link_outside_base"})
                 result.truncated = True
                 break
-            path, params = parse_pagination_url(link)  # type: ignore[no-untyped-call]
-            data = await client._fetch_resource(path, params)
-            if not isinstance(data, Mapping) or data.get("resourceType") != "Bundle":
-                raise FhirServerError("the FHIR server did not return a Bundle for a next page")
-            page = data
+            page = await client.bundle(url, "a next page")
         return result

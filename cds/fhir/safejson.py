@@ -34,7 +34,9 @@ from typing import Any
 
 import orjson
 
-DEFAULT_MAX_DEPTH = 64
+from cds.config import setting_default
+
+DEFAULT_MAX_DEPTH: int = setting_default("max_json_depth")
 PARSER_MAX_DEPTH = 1024  # orjson refuses deeper documents ("depth limit exceeded")
 
 GC_PAUSE_BYTES = 262_144

@@ -12,7 +12,7 @@ and `Retry-After`) until 200 with the manifest (`output` and `error` file lists)
 (4xx/5xx with an OperationOutcome). Output files are NDJSON, downloaded with streaming to disk,
 never whole in memory, and refused beyond a size bound.
 
-Failures are `FhirServerError`s with a message naming what went wrong; a server that does not
+Failures are `FhirError`s with a message naming what went wrong; a server that does not
 offer `$export` gets one message naming the missing capability. Messages never quote resource
 content (only OperationOutcome diagnostics, which describe the server's error).
 """
@@ -31,7 +31,9 @@ from urllib.parse import urljoin
 
 import httpx
 
-from cds.errors import FhirServerError
+from cds.bounded import bounded
+from cds.config import setting_default
+from cds.errors import FhirError, FhirInvalidBody, FhirUnreachable, fhir_status_error
 
 NDJSON = "application/fhir+ndjson"
 FHIR_JSON = "application/fhir+json"
@@ -105,18 +107,18 @@ class Manifest:
     @classmethod
     def from_json(cls, data: Any) -> Manifest:
         if not isinstance(data, Mapping):
-            raise FhirServerError("bulk export: the completed status is not a JSON manifest object")
+            raise FhirInvalidBody("bulk export: the completed status is not a JSON manifest object")
 
         def entries(key: str) -> tuple[ManifestEntry, ...]:
             raw = data.get(key, [])
             if raw is None:
                 return ()
             if not isinstance(raw, list):
-                raise FhirServerError(f"bulk export: manifest `{key}` is not a list")
+                raise FhirInvalidBody(f"bulk export: manifest `{key}` is not a list")
             out = []
             for item in raw:
                 if not isinstance(item, Mapping) or not isinstance(item.get("url"), str):
-                    raise FhirServerError(f"bulk export: a manifest `{key}` entry has no url")
+                    raise FhirInvalidBody(f"bulk export: a manifest `{key}` entry has no url")
                 count = item.get("count")
                 out.append(
                     ManifestEntry(
@@ -149,8 +151,8 @@ class Progress:
 class PollPolicy:
     initial: float = 1.0
     factor: float = 1.5
-    max_interval: float = 30.0
-    timeout: float = 3600.0
+    max_interval: float = setting_default("bulk_poll_max_interval")
+    timeout: float = setting_default("bulk_export_timeout")
     sleep: Callable[[float], None] = field(default=time.sleep)
     clock: Callable[[], float] = field(default=time.monotonic)
 
@@ -215,15 +217,17 @@ class BulkExportClient:
         try:
             r = self.http.get(self._url("metadata"), headers={"Accept": FHIR_JSON})
         except httpx.HTTPError as err:
-            raise FhirServerError(f"FHIR server unreachable ({type(err).__name__})") from None
+            raise FhirUnreachable(f"FHIR server unreachable ({type(err).__name__})") from None
         if r.status_code != 200:
-            raise FhirServerError(f"FHIR server: CapabilityStatement not readable ({_outcome_text(r)})")
+            raise fhir_status_error(
+                r.status_code, f"FHIR server: CapabilityStatement not readable ({_outcome_text(r)})"
+            )
         try:
             data = r.json()
         except ValueError:
-            raise FhirServerError("FHIR server: the CapabilityStatement is not JSON") from None
+            raise FhirInvalidBody("FHIR server: the CapabilityStatement is not JSON") from None
         if not isinstance(data, Mapping) or data.get("resourceType") != "CapabilityStatement":
-            raise FhirServerError("FHIR server: /metadata is not a CapabilityStatement")
+            raise FhirInvalidBody("FHIR server: /metadata is not a CapabilityStatement")
         return data
 
     def export_operation(self, capability: Mapping[str, Any], request: ExportRequest) -> Mapping[str, Any]:
@@ -243,7 +247,7 @@ class BulkExportClient:
             for op in places:
                 if isinstance(op, Mapping) and op.get("name") in ("export", "$export"):
                     return op
-        raise FhirServerError(_unsupported(request))
+        raise FhirError(_unsupported(request))
 
     def supports_type_filter(self, operation: Mapping[str, Any]) -> bool:
         """True if the export OperationDefinition the server points at declares `_typeFilter`."""
@@ -279,16 +283,16 @@ class BulkExportClient:
             else:
                 r = self.http.get(self._url(request.path()), params=request.params(), headers=headers)
         except httpx.HTTPError as err:
-            raise FhirServerError(
+            raise FhirUnreachable(
                 f"bulk export kick-off failed: FHIR server unreachable ({type(err).__name__})"
             ) from None
         if r.status_code in UNSUPPORTED_STATUSES:
-            raise FhirServerError(f"{_unsupported(request)} (kick-off answered {_outcome_text(r)})")
+            raise fhir_status_error(r.status_code, f"{_unsupported(request)} (kick-off answered {_outcome_text(r)})")
         if r.status_code != 202:
-            raise FhirServerError(f"bulk export kick-off refused: {_outcome_text(r)}")
+            raise fhir_status_error(r.status_code, f"bulk export kick-off refused: {_outcome_text(r)}")
         location = r.headers.get("Content-Location")
         if not location:
-            raise FhirServerError("bulk export kick-off: 202 without a Content-Location status URL")
+            raise FhirError("bulk export kick-off: 202 without a Content-Location status URL")
         return urljoin(self.base_url, str(location))
 
     def wait(self, status_url: str, on_progress: Callable[[Progress], None] | None = None) -> Manifest:
@@ -301,17 +305,17 @@ class BulkExportClient:
             try:
                 r = self.http.get(status_url, headers={"Accept": "application/json"})
             except httpx.HTTPError as err:
-                raise FhirServerError(f"bulk export status: FHIR server unreachable ({type(err).__name__})") from None
+                raise FhirUnreachable(f"bulk export status: FHIR server unreachable ({type(err).__name__})") from None
             polls += 1
             elapsed = p.clock() - started
             if r.status_code == 200:
                 try:
                     data = r.json()
                 except ValueError:
-                    raise FhirServerError("bulk export: the completed status is not JSON") from None
+                    raise FhirInvalidBody("bulk export: the completed status is not JSON") from None
                 return Manifest.from_json(data)
             if r.status_code not in (202, 429, 503):
-                raise FhirServerError(f"bulk export failed: {_outcome_text(r)}")
+                raise fhir_status_error(r.status_code, f"bulk export failed: {_outcome_text(r)}")
             if on_progress is not None:
                 on_progress(Progress(elapsed=elapsed, polls=polls, text=r.headers.get("X-Progress")))
             wait = retry_after_seconds(r.headers.get("Retry-After"))
@@ -320,9 +324,7 @@ class BulkExportClient:
                 interval = min(interval * p.factor, p.max_interval)
             wait = min(wait, p.max_interval * 4)
             if elapsed + wait > p.timeout:
-                raise FhirServerError(
-                    f"bulk export not complete after {p.timeout:.0f} s (status URL kept for resuming)"
-                )
+                raise FhirError(f"bulk export not complete after {p.timeout:.0f} s (status URL kept for resuming)")
             p.sleep(wait)
 
     def search(self, resource_type: str, params: Mapping[str, str]) -> list[Mapping[str, Any]]:
@@ -330,16 +332,16 @@ class BulkExportClient:
         try:
             r = self.http.get(self._url(resource_type), params=dict(params), headers={"Accept": FHIR_JSON})
         except httpx.HTTPError as err:
-            raise FhirServerError(f"{resource_type} search: FHIR server unreachable ({type(err).__name__})") from None
+            raise FhirUnreachable(f"{resource_type} search: FHIR server unreachable ({type(err).__name__})") from None
         if r.status_code != 200:
-            raise FhirServerError(f"{resource_type} search failed: {_outcome_text(r)}")
+            raise fhir_status_error(r.status_code, f"{resource_type} search failed: {_outcome_text(r)}")
         try:
             bundle = r.json()
         except ValueError:
-            raise FhirServerError(f"{resource_type} search: the answer is not JSON") from None
+            raise FhirInvalidBody(f"{resource_type} search: the answer is not JSON") from None
         entries = bundle.get("entry", []) if isinstance(bundle, Mapping) else None
         if not isinstance(entries, list):
-            raise FhirServerError(f"{resource_type} search: the answer is not a searchset Bundle")
+            raise FhirInvalidBody(f"{resource_type} search: the answer is not a searchset Bundle")
         return [
             e["resource"]
             for e in entries
@@ -353,23 +355,25 @@ class BulkExportClient:
         target = urljoin(self.base_url, url)
         part = dest.with_name(dest.name + ".part")
         size = 0
+
+        def too_large() -> FhirInvalidBody:
+            return FhirInvalidBody(f"bulk export: an output file is larger than {self.max_file_bytes} bytes (refused)")
+
         try:
             with self.http.stream("GET", target, headers={"Accept": NDJSON}) as r:
                 if r.status_code != 200:
                     r.read()
-                    raise FhirServerError(f"bulk export: an output file could not be downloaded ({_outcome_text(r)})")
+                    raise fhir_status_error(
+                        r.status_code, f"bulk export: an output file could not be downloaded ({_outcome_text(r)})"
+                    )
                 with part.open("wb") as fh:
-                    for chunk in r.iter_bytes():
+                    for chunk in bounded(r.iter_bytes(), self.max_file_bytes, too_large):
                         size += len(chunk)
-                        if size > self.max_file_bytes:
-                            raise FhirServerError(
-                                f"bulk export: an output file is larger than {self.max_file_bytes} bytes (refused)"
-                            )
                         fh.write(chunk)
         except httpx.HTTPError as err:
             part.unlink(missing_ok=True)
-            raise FhirServerError(f"bulk export download failed ({type(err).__name__})") from None
-        except FhirServerError:
+            raise FhirUnreachable(f"bulk export download failed ({type(err).__name__})") from None
+        except FhirError:
             part.unlink(missing_ok=True)
             raise
         part.replace(dest)

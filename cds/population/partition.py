@@ -21,28 +21,13 @@ from typing import Any, BinaryIO
 
 from cds.engine.record import AUX_TYPES
 from cds.errors import InputFileError
+from cds.fhirjson import referenced_id, subject_patient
 
 MEDICATIONS_FILE = "medications.ndjson"
 
 
 def partition_of(patient_id: str, partitions: int) -> int:
     return zlib.crc32(patient_id.encode("utf-8")) % partitions
-
-
-def patient_of(resource: Mapping[str, Any]) -> str | None:
-    """The id of the patient a resource is about (a Patient: its own id), or None."""
-    if resource.get("resourceType") == "Patient":
-        rid = resource.get("id")
-        return rid if isinstance(rid, str) and rid else None
-    for key in ("subject", "patient"):
-        ref = resource.get(key)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            parts = str(ref["reference"]).split("/")
-            for i in range(len(parts) - 1):
-                if parts[i] == "Patient" and parts[i + 1]:
-                    return parts[i + 1]
-            return None
-    return None
 
 
 def iter_ndjson(path: Path) -> Iterator[tuple[int, bytes, Any]]:
@@ -90,7 +75,7 @@ def partition_files(ndjson_files: Iterable[Path], out_dir: Path, partitions: int
                     meds.write(line)
                     summary.medications += 1
                     continue
-                pid = patient_of(data)
+                pid = subject_patient(data)
                 if pid is None:
                     summary.unassigned += 1
                     continue
@@ -112,14 +97,9 @@ def load_medications(path: Path) -> dict[str, Mapping[str, Any]]:
 
 
 def medication_refs(resource: Mapping[str, Any]) -> Iterator[str]:
-    ref = resource.get("medicationReference")
-    if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-        text = str(ref["reference"])
-        parts = text.split("/")
-        for i in range(len(parts) - 1):
-            if parts[i] == "Medication" and parts[i + 1]:
-                yield f"Medication/{parts[i + 1]}"
-                return
+    mid = referenced_id(resource.get("medicationReference"), "Medication")
+    if mid is not None:
+        yield f"Medication/{mid}"
 
 
 def group_partition(
@@ -133,7 +113,7 @@ def group_partition(
     for _n, _line, data in iter_ndjson(path):
         if not isinstance(data, Mapping):
             continue
-        pid = patient_of(data)
+        pid = subject_patient(data)
         if pid is None:
             continue
         groups.setdefault(pid, []).append(data)

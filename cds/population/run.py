@@ -38,9 +38,10 @@ from cds import trials
 from cds.config import Settings
 from cds.engine.record import AUX_TYPES
 from cds.engine.trial import Trial
-from cds.errors import CdsError, FhirServerError
+from cds.errors import CdsError, FhirError
+from cds.fhirjson import subject_patient
 from cds.population.bulk import BulkExportClient, ExportRequest, Manifest, PollPolicy, operation_outcome_texts
-from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files, patient_of
+from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files
 from cds.population.screening import PartitionResult, ScreenJob, run_partitions
 from cds.population.store import PopulationStore, RunInfo
 
@@ -397,7 +398,7 @@ class PopulationRun:
         ids: set[str] = set()
         for path in sorted((directory / "files").glob("*.ndjson")):
             for _n, _line, data in iter_ndjson(path):
-                pid = patient_of(data) if isinstance(data, dict) else None
+                pid = subject_patient(data) if isinstance(data, dict) else None
                 if pid is not None:
                     ids.add(pid)
         self.console.print(f"{len(ids)} patient(s) with changes since {self.opts.since}")
@@ -471,4 +472,4 @@ def run_population(
             client.close()
 
 
-__all__ = ["FhirServerError", "PopulationOptions", "run_population"]
+__all__ = ["FhirError", "PopulationOptions", "run_population"]

@@ -53,6 +53,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cards.codes import REFERRAL_SYSTEM
+from cds.fhirjson import has_coding, refers_to_patient, span
 from cds.service.feedback import Base, FeedbackItem
 from cds.service.prefetch import PATIENT_TOKEN, PrefetchQuery
 
@@ -266,20 +267,11 @@ class AlertStore:
 def _feedback_date(timestamp: str | None) -> date | None:
     if not timestamp:
         return None
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).date()
-    except ValueError:
-        return None
+    when = span(timestamp)
+    return when.earliest if when is not None and when.exact else None
 
 
 # ---------------------------------------------------------------------- the chart
-
-
-def _codings(concept: Any) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, Mapping):
-        return []
-    codings = concept.get("coding")
-    return [c for c in codings if isinstance(c, Mapping)] if isinstance(codings, list) else []
 
 
 def _texts(value: Any) -> Iterable[str]:
@@ -308,31 +300,16 @@ def _names_any_trial(value: Any) -> bool:
     return any(_TRIAL_ID.search(text) for text in _texts(value))
 
 
-def _refers_to(reference: Any, patient_id: str) -> bool:
-    ref = reference.get("reference") if isinstance(reference, Mapping) else None
-    if not isinstance(ref, str):
-        return False
-    parts = ref.split("/")
-    return any(parts[i] == "Patient" and parts[i + 1] == patient_id for i in range(len(parts) - 1))
-
-
 def _period_over(period: Any, today: date) -> bool:
-    end = period.get("end") if isinstance(period, Mapping) else None
-    if not isinstance(end, str) or len(end) < 10:
-        return False
-    try:
-        return date.fromisoformat(end[:10]) < today
-    except ValueError:
-        return False
+    end = span(period.get("end")) if isinstance(period, Mapping) else None
+    return end is not None and end.latest < today
 
 
 def research_opt_out(consent: Mapping[str, Any], patient_id: str, today: date) -> bool:
     """An active Consent with scope ``research`` whose base provision denies (and has not expired)."""
-    if consent.get("status") != "active" or not _refers_to(consent.get("patient"), patient_id):
+    if consent.get("status") != "active" or not refers_to_patient(consent.get("patient"), patient_id):
         return False
-    if not any(
-        c.get("system") == CONSENT_SCOPE and c.get("code") == "research" for c in _codings(consent.get("scope"))
-    ):
+    if not has_coding(consent.get("scope"), {(CONSENT_SCOPE, "research")}):
         return False
     provision = consent.get("provision")
     if not isinstance(provision, Mapping) or provision.get("type") != "deny":
@@ -341,15 +318,15 @@ def research_opt_out(consent: Mapping[str, Any], patient_id: str, today: date) -
 
 
 def research_subject(resource: Mapping[str, Any], patient_id: str, trial_id: str) -> bool:
-    return _refers_to(resource.get("individual"), patient_id) and _names_trial(resource.get("study"), trial_id)
+    return refers_to_patient(resource.get("individual"), patient_id) and _names_trial(resource.get("study"), trial_id)
 
 
 def study_referral(resource: Mapping[str, Any], patient_id: str, trial_id: str) -> bool:
-    if resource.get("status") in ("revoked", "entered-in-error") or not _refers_to(resource.get("subject"), patient_id):
+    if resource.get("status") in ("revoked", "entered-in-error"):
         return False
-    ours = any(
-        c.get("system") == REFERRAL_SYSTEM and c.get("code") == REFERRAL_CODE for c in _codings(resource.get("code"))
-    )
+    if not refers_to_patient(resource.get("subject"), patient_id):
+        return False
+    ours = has_coding(resource.get("code"), {(REFERRAL_SYSTEM, REFERRAL_CODE)})
     if _names_trial(resource.get("code"), trial_id):
         return True
     # Our referral names its trial (code, reason, performer, note): another trial's is not this one's.

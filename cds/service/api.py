@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from cards.models import Card, CdsResponse
 from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
+from cds.bounded import abounded, check_declared
 from cds.engine.model import Report
 from cds.engine.record import READ_TYPES
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, ServiceUnavailable
@@ -133,10 +134,9 @@ async def _read_body(
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in stream:  # counted as it arrives: Content-Length may lie
+        # counted as it arrives: Content-Length may lie
+        async for chunk in abounded(stream, limit, lambda: InvalidRequest(f"request body larger than {limit} bytes")):
             size += len(chunk)
-            if size > limit:
-                raise InvalidRequest(f"request body larger than {limit} bytes")
             chunks.append(chunk)
             if not large and size > settings.large_body_bytes:  # no (or a lying) Content-Length
                 large = True
@@ -152,10 +152,9 @@ async def read_json(request: Request, state: ServiceState, slot: contextlib.Asyn
     slot in time is 503 with Retry-After."""
     settings = state.settings
     limit = settings.max_request_bytes
-    declared = request.headers.get("content-length")
-    declared_size = int(declared) if declared is not None and declared.strip().isdigit() else None
-    if declared_size is not None and declared_size > limit:
-        raise InvalidRequest(f"request body larger than {limit} bytes")
+    declared_size = check_declared(
+        request.headers.get("content-length"), limit, lambda: InvalidRequest(f"request body larger than {limit} bytes")
+    )
     stream = request.stream()
     large = declared_size is not None and declared_size > settings.large_body_bytes
     if large:  # wait before reading: meanwhile the body stays in the client's socket, not here

@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from cds.config import DEFAULT_PORT, Settings
+from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
 from cds.engine import units
 from cds.fhir.gateway import FhirGateway
 from cds.service.api import router
@@ -204,7 +204,7 @@ def prepare_process() -> None:
 
 
 def serve(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, workers: int = 1, settings: Settings | None = None
+    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = DEFAULT_WORKERS, settings: Settings | None = None
 ) -> None:
     """Run the service with uvicorn (blocking). ``cds serve [--host] [--port] [--workers]`` calls this.
 

@@ -49,6 +49,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from starlette.concurrency import run_in_threadpool
 
+from cds.bounded import aread_bounded
+from cds.config import setting_default
 from cds.errors import AuthenticationFailed
 from cds.fhir.urls import UrlAllowList
 from cds.store.database import Database
@@ -143,11 +145,11 @@ class AuthConfig:
     jku_allowed: tuple[str, ...] = ()
     jwks_file: str | None = None
     tenants: tuple[str, ...] = ()
-    clock_skew: float = 30.0
-    max_token_lifetime: float = 600.0
-    jwks_cache_seconds: float = 3600.0
-    min_refresh_seconds: float = 60.0
-    jwks_timeout: float = 2.0
+    clock_skew: float = setting_default("auth_clock_skew")
+    max_token_lifetime: float = setting_default("auth_max_token_lifetime")
+    jwks_cache_seconds: float = setting_default("auth_jwks_cache_seconds")
+    min_refresh_seconds: float = setting_default("auth_jwks_min_refresh_seconds")
+    jwks_timeout: float = setting_default("auth_jwks_timeout")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthConfig:
@@ -237,14 +239,10 @@ class JwtAuthenticator:
                 async with self._http.stream("GET", url) as response:
                     if response.status_code != 200:
                         raise _Refused("jwks-unavailable")
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > MAX_JWKS_BYTES:
-                            raise _Refused("jwks-unavailable")
-                        chunks.append(chunk)
-            return parse_jwks(json.loads(b"".join(chunks)))
+                    body = await aread_bounded(
+                        response.aiter_bytes(), MAX_JWKS_BYTES, lambda: _Refused("jwks-unavailable")
+                    )
+            return parse_jwks(json.loads(body))
         except (TimeoutError, httpx.HTTPError, ValueError, RecursionError):
             raise _Refused("jwks-unavailable") from None
 

@@ -1,7 +1,11 @@
 """The one place where errors become HTTP responses, each with a FHIR OperationOutcome body.
 
 * `cds.errors.CdsError` subclasses carry their status and ``issue.code`` (400 invalid, 401 login,
-  404 not-found, 412 processing, 503 transient / throttled / timeout with ``Retry-After``). Every
+  404 not-found, 412 processing, 503 transient / throttled / timeout with ``Retry-After``).
+* FHIR failures (`cds.errors.FhirError` and its subclasses) are mapped in ONE table,
+  `FHIR_OUTCOMES`: the HTTP status and ``issue.code`` when the data was required, and what an
+  optional data domain becomes (always *incomplete*: the type is marked incomplete on the card and
+  its criteria become unknown). Never a "not a candidate" answer. Every
   401 is the same: ``WWW-Authenticate: Bearer`` and an
   OperationOutcome with one generic message, whatever the reason (the reason is logged only).
 * Starlette's HTTP errors (unknown route 404, wrong method 405) and FastAPI's request validation
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +28,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cds.errors import AuthenticationFailed, CdsError, ServiceUnavailable
+from cds.errors import (
+    AuthenticationFailed,
+    CdsError,
+    FhirAccessDenied,
+    FhirClientError,
+    FhirError,
+    FhirInvalidBody,
+    FhirNotFound,
+    FhirOutsideBase,
+    FhirRedirect,
+    FhirServerFault,
+    FhirStatusError,
+    FhirTimeout,
+    FhirUnreachable,
+    ServiceUnavailable,
+)
 
 log = logging.getLogger("cds.service")
 
@@ -45,12 +65,56 @@ def outcome_response(status: int, code: str, diagnostics: str | None) -> JSONRes
 AUTH_FAILED_MESSAGE = "authentication failed"
 
 
+@dataclass(frozen=True, slots=True)
+class FhirOutcome:
+    """What a FHIR failure becomes: `http_status` + `issue_code` when the data was required (or
+    `CDS_REQUIRE_ALL_DATA`); `optional` when the data domain was optional."""
+
+    http_status: int
+    issue_code: str
+    optional: Literal["incomplete"] = "incomplete"
+
+
+#: The one table of FHIR failures (most specific class first is not needed: looked up along the MRO).
+FHIR_OUTCOMES: dict[type[FhirError], FhirOutcome] = {
+    FhirError: FhirOutcome(412, "processing"),
+    FhirUnreachable: FhirOutcome(412, "transient"),
+    FhirTimeout: FhirOutcome(412, "timeout"),
+    FhirStatusError: FhirOutcome(412, "processing"),
+    FhirRedirect: FhirOutcome(412, "processing"),
+    FhirClientError: FhirOutcome(412, "processing"),
+    FhirAccessDenied: FhirOutcome(412, "security"),
+    FhirNotFound: FhirOutcome(412, "not-found"),
+    FhirServerFault: FhirOutcome(412, "transient"),
+    FhirInvalidBody: FhirOutcome(412, "structure"),
+    FhirOutsideBase: FhirOutcome(412, "security"),
+}
+
+
+def fhir_outcome(exc: FhirError) -> FhirOutcome:
+    """The table's row for `exc` (its class, else its nearest listed ancestor)."""
+    for cls in type(exc).__mro__:
+        row = FHIR_OUTCOMES.get(cls)
+        if row is not None:
+            return row
+    return FHIR_OUTCOMES[FhirError]  # pragma: no cover - FhirError itself is in the table
+
+
+def error_status(exc: CdsError) -> tuple[int, str]:
+    """HTTP status and OperationOutcome ``issue.code`` of an error."""
+    if isinstance(exc, FhirError):
+        row = fhir_outcome(exc)
+        return row.http_status, row.issue_code
+    return exc.http_status, exc.issue_code
+
+
 def error_response(exc: CdsError) -> JSONResponse:
     if isinstance(exc, AuthenticationFailed):
         response = outcome_response(exc.http_status, exc.issue_code, AUTH_FAILED_MESSAGE)
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    response = outcome_response(exc.http_status, exc.issue_code, exc.message)
+    status, code = error_status(exc)
+    response = outcome_response(status, code, exc.message)
     if isinstance(exc, ServiceUnavailable):
         response.headers["Retry-After"] = str(max(1, exc.retry_after))
     return response

@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "fhirpy")
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack")
 
 
 def configure_logging(level: str = "INFO") -> None:

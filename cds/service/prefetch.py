@@ -30,7 +30,7 @@ Required vs optional data (the documented choice):
 
 * **Patient and Condition are required.** Without them no criterion about age or the SLE diagnosis
   can be judged, so if either cannot be obtained the call fails with 412 (`DataUnavailable` /
-  `FhirServerError`, an OperationOutcome body). A FHIR error never becomes an empty card list.
+  `FhirError`, an OperationOutcome body). A FHIR error never becomes an empty card list.
 * **Everything else is optional.** If Observation, a medication type, Procedure or
   AllergyIntolerance cannot be read, the engine runs with that type left out of ``searched`` and
   listed in ``incomplete``: criteria depending on it become "unknown" (to verify) and the card says
@@ -64,16 +64,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
 
-from cds.engine.record import MEDICATION_TYPES, READ_TYPES, SUBJECT_FIELD
+from cds.engine.record import MEDICATION_TYPES, READ_TYPES, about_patient
 from cds.engine.timeutil import span
-from cds.errors import DataUnavailable, FhirServerError
+from cds.errors import DataUnavailable, FhirError, FhirInvalidBody, FhirTimeout, combined_fhir_error
 from cds.fhir.gateway import (
+    FhirClient,
     FhirGateway,
-    PooledFHIRClient,
     SearchResult,
     is_operation_outcome,
     plain,
 )
+from cds.fhirjson import token_match
 from cds.service.models import CdsRequest
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105  (a template token, not a secret)
@@ -138,7 +139,7 @@ class PrefetchQuery:
             return False
         if self.read:
             return resource.get("id") == patient_id
-        if not _about_patient(resource, patient_id):
+        if not about_patient(resource, patient_id):
             return False
         for name, value in self.params:
             if name == "patient":
@@ -147,7 +148,7 @@ class PrefetchQuery:
                 raise ValueError(f"no search semantics for parameter {name!r}")
             value_ = resource.get(name)
             concepts = value_ if isinstance(value_, list) else [value_]
-            if not _token_match(concepts, value.split(",")):
+            if not token_match(list(concepts), value.split(",")):
                 return False
         if since is not None and self.since_param is not None:
             return _effective_on_or_after(resource, since)
@@ -241,6 +242,7 @@ class QueryOutcome:
     truncated: bool = False
     problem: str | None = None  # PHI-free explanation when not ok
     fhir_error: bool = False  # the problem came from the FHIR server (vs. no server to ask)
+    error: FhirError | None = None  # that problem, typed
     prefetch_rejected: str | None = None  # why a prefetched value was not used (a fixed code)
 
 
@@ -266,20 +268,6 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _token_match(concepts: Sequence[Any], tokens: Sequence[str]) -> bool:
-    for concept in concepts:
-        codings = concept.get("coding") if isinstance(concept, Mapping) else None
-        for c in codings if isinstance(codings, list) else ():
-            if not isinstance(c, Mapping):
-                continue
-            system, code = c.get("system"), c.get("code")
-            for token in tokens:
-                want_system, bar, want_code = token.rpartition("|")
-                if code == want_code and (not bar or system == want_system):
-                    return True
-    return False
-
-
 def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
     value = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
     if value is None and isinstance(period := resource.get("effectivePeriod"), Mapping):
@@ -288,19 +276,6 @@ def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
         value = period.get("end")
     when = span(value) if isinstance(value, str) else None
     return when is not None and when.latest >= since
-
-
-def _about_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
-    key = SUBJECT_FIELD.get(str(resource.get("resourceType")))
-    if key is None:
-        return True
-    subject = resource.get(key)
-    ref = subject.get("reference") if isinstance(subject, Mapping) else None
-    if not isinstance(ref, str):
-        return False
-    # Accept "Patient/x", absolute ".../Patient/x", and "Patient/x/_history/1".
-    parts = ref.split("/")
-    return any(parts[i] == "Patient" and parts[i + 1] == patient_id for i in range(len(parts) - 1))
 
 
 def misfit(query: PrefetchQuery, resources: Sequence[Mapping[str, Any]], patient_id: str) -> str | None:
@@ -313,7 +288,7 @@ def misfit(query: PrefetchQuery, resources: Sequence[Mapping[str, Any]], patient
         if rtype == "Patient":
             if resource.get("id") != patient_id:
                 return "other-patient"
-        elif rtype != "Medication" and not _about_patient(resource, patient_id):
+        elif rtype != "Medication" and not about_patient(resource, patient_id):
             return "other-patient"
     return None
 
@@ -332,7 +307,7 @@ def _usable(query: PrefetchQuery, value: Any) -> Mapping[str, Any] | None:
 
 
 async def _from_prefetch(
-    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: PooledFHIRClient | None
+    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: FhirClient | None
 ) -> QueryOutcome:
     if query.read or value.get("resourceType") != "Bundle":
         return QueryOutcome(query, "prefetch", [plain(value)])
@@ -345,7 +320,7 @@ async def _from_prefetch(
 
 
 async def _from_fhir(
-    query: PrefetchQuery, patient_id: str, gateway: FhirGateway, client: PooledFHIRClient, since: date | None
+    query: PrefetchQuery, patient_id: str, gateway: FhirGateway, client: FhirClient, since: date | None
 ) -> QueryOutcome:
     if query.read:
         resource = await gateway.read(client, query.resource_type, patient_id)
@@ -353,7 +328,7 @@ async def _from_fhir(
     params = query.search_params(patient_id, since)
     found: SearchResult = await gateway.search(client, query.resource_type, params)
     if found.malformed:
-        raise FhirServerError(f"the FHIR server returned malformed {query.resource_type} search entries")
+        raise FhirInvalidBody(f"the FHIR server returned malformed {query.resource_type} search entries")
     return QueryOutcome(query, "fhir", found.resources, truncated=found.truncated)
 
 
@@ -361,7 +336,7 @@ async def _obtain(
     query: PrefetchQuery,
     request: CdsRequest,
     gateway: FhirGateway,
-    client: PooledFHIRClient | None,
+    client: FhirClient | None,
     unavailable: str,
     since: date | None,
 ) -> QueryOutcome:
@@ -382,10 +357,12 @@ async def _obtain(
         outcome.prefetch_rejected = rejected
         wrong = misfit(query, outcome.resources, patient_id)
         if wrong is not None:
-            raise FhirServerError(f"the FHIR server returned records that do not fit the query ({wrong})")
+            raise FhirInvalidBody(f"the FHIR server returned records that do not fit the query ({wrong})")
         return outcome
-    except FhirServerError as exc:
-        return QueryOutcome(query, "fhir", ok=False, problem=exc.message, fhir_error=True, prefetch_rejected=rejected)
+    except FhirError as exc:
+        return QueryOutcome(
+            query, "fhir", ok=False, problem=exc.message, fhir_error=True, error=exc, prefetch_rejected=rejected
+        )
 
 
 async def _obtain_by(
@@ -393,7 +370,7 @@ async def _obtain_by(
     query: PrefetchQuery,
     request: CdsRequest,
     gateway: FhirGateway,
-    client: PooledFHIRClient | None,
+    client: FhirClient | None,
     unavailable: str,
     since: date | None,
 ) -> QueryOutcome:
@@ -401,9 +378,8 @@ async def _obtain_by(
         async with asyncio.timeout_at(deadline):
             return await _obtain(query, request, gateway, client, unavailable, since)
     except TimeoutError:
-        return QueryOutcome(
-            query, "fhir", ok=False, problem="FHIR reads did not finish within the deadline", fhir_error=True
-        )
+        problem = "FHIR reads did not finish within the deadline"
+        return QueryOutcome(query, "fhir", ok=False, problem=problem, fhir_error=True, error=FhirTimeout(problem))
 
 
 async def gather_data(
@@ -421,12 +397,12 @@ async def gather_data(
 
     `fetch=False`: never contact a FHIR server (fetching is not configured). With fetching on, the
     gateway refuses a ``fhirServer`` off its allow-list (`FhirServerNotAllowed`, 400) before any
-    connection. Raises `FhirServerError` / `DataUnavailable` (412) when required data cannot be
+    connection. Raises `FhirError` / `DataUnavailable` (412) when required data cannot be
     obtained. `log_record` receives ``prefetchRejected`` (key -> reason code) even then.
     `since`: the first day the engine reads dated data from (queries with a `since_param` fetch
     nothing older from the FHIR server; prefetched data is used as sent).
     """
-    client: PooledFHIRClient | None = None
+    client: FhirClient | None = None
     unavailable = FETCHING_DISABLED if request.fhirServer and not fetch else NO_FHIR_SERVER
     if fetch and request.fhirServer:
         client = gateway.client(request.fhirServer, request.access_token)
@@ -445,7 +421,7 @@ async def gather_data(
         detail = "; ".join(f"{o.query.resource_type}: {o.problem}" for o in missing)
         message = f"required FHIR data could not be obtained ({detail})"
         if any(o.fhir_error for o in missing):
-            raise FhirServerError(message)
+            raise combined_fhir_error([o.error or FhirError(message) for o in missing if o.fhir_error], message)
         raise DataUnavailable(message)
 
     resources: list[dict[str, Any]] = []

@@ -22,7 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from cds.config import setting_default
 from cds.errors import ServiceUnavailable
+
+_CONNECT_TIMEOUT: float = setting_default("database_connect_timeout")
+_POOL_SIZE: int = setting_default("database_pool_size")
 
 if TYPE_CHECKING:
     from cds.config import Settings
@@ -59,7 +63,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str, *, connect_timeout: float = 3.0, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, connect_timeout: float = _CONNECT_TIMEOUT, pool_size: int = _POOL_SIZE) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         if is_memory_sqlite(parsed):  # one shared connection: every thread sees the same database
@@ -96,7 +100,7 @@ def make_engine(url: str, *, connect_timeout: float = 3.0, pool_size: int = 5) -
 class Database:
     """The engine and session factory of one process (see the module docstring)."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 3.0, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = _CONNECT_TIMEOUT, pool_size: int = _POOL_SIZE) -> None:
         self.url = normalise_url(url)
         self.engine = make_engine(url, connect_timeout=connect_timeout, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from cds.errors import FhirServerError
+from cds.errors import FhirError
 from cds.population.bulk import (
     BulkExportClient,
     ExportRequest,
@@ -83,7 +83,7 @@ def test_kick_off_on_a_server_without_export_names_the_missing_capability(
     client: BulkExportClient, status: int
 ) -> None:
     respx.get(f"{BASE}/$export").mock(return_value=httpx.Response(status))
-    with pytest.raises(FhirServerError, match=r"does not support FHIR Bulk Data export: no system-level"):
+    with pytest.raises(FhirError, match=r"does not support FHIR Bulk Data export: no system-level"):
         client.kick_off(REQUEST)
 
 
@@ -91,14 +91,14 @@ def test_kick_off_on_a_server_without_export_names_the_missing_capability(
 def test_kick_off_refused_quotes_the_operation_outcome(client: BulkExportClient) -> None:
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "bad _type"}]}
     respx.get(f"{BASE}/$export").mock(return_value=httpx.Response(400, json=outcome))
-    with pytest.raises(FhirServerError, match="HTTP 400: error: bad _type"):
+    with pytest.raises(FhirError, match="HTTP 400: error: bad _type"):
         client.kick_off(REQUEST)
 
 
 def test_capability_statement_without_export_names_the_missing_capability(client: BulkExportClient) -> None:
-    with pytest.raises(FhirServerError, match=r"no system-level `\[base\]/\$export`"):
+    with pytest.raises(FhirError, match=r"no system-level `\[base\]/\$export`"):
         client.export_operation(capability(system_export=False), REQUEST)
-    with pytest.raises(FhirServerError, match=r"no Group-level `\[base\]/Group/g/\$export`"):
+    with pytest.raises(FhirError, match=r"no Group-level `\[base\]/Group/g/\$export`"):
         client.export_operation(capability(group_export=False), ExportRequest(types=("Patient",), group="g"))
     assert client.export_operation(capability(), REQUEST)["name"] == "export"
 
@@ -150,7 +150,7 @@ def test_poll_backs_off_honours_retry_after_and_reports_x_progress(client: BulkE
 @respx.mock
 def test_poll_gives_up_after_the_timeout_keeping_the_status_url(client: BulkExportClient) -> None:
     respx.get(STATUS).mock(return_value=httpx.Response(202, headers={"Retry-After": "30"}))
-    with pytest.raises(FhirServerError, match="not complete after 100 s"):
+    with pytest.raises(FhirError, match="not complete after 100 s"):
         client.wait(STATUS)
 
 
@@ -158,14 +158,14 @@ def test_poll_gives_up_after_the_timeout_keeping_the_status_url(client: BulkExpo
 def test_poll_error_status_is_a_failed_export(client: BulkExportClient) -> None:
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "job failed"}]}
     respx.get(STATUS).mock(return_value=httpx.Response(500, json=outcome))
-    with pytest.raises(FhirServerError, match="bulk export failed: HTTP 500: error: job failed"):
+    with pytest.raises(FhirError, match="bulk export failed: HTTP 500: error: job failed"):
         client.wait(STATUS)
 
 
 @respx.mock
 def test_manifest_that_is_not_a_manifest_is_an_error(client: BulkExportClient) -> None:
     respx.get(STATUS).mock(return_value=httpx.Response(200, json={"output": "nope"}))
-    with pytest.raises(FhirServerError, match="manifest `output` is not a list"):
+    with pytest.raises(FhirError, match="manifest `output` is not a list"):
         client.wait(STATUS)
 
 
@@ -179,7 +179,7 @@ def test_download_streams_to_disk_and_refuses_oversized_files(client: BulkExport
     assert dest.read_text() == line * 3
     assert respx.calls.last.request.headers["Accept"] == "application/fhir+ndjson"
     big = tmp_path / "big.ndjson"
-    with pytest.raises(FhirServerError, match="larger than 1000 bytes"):
+    with pytest.raises(FhirError, match="larger than 1000 bytes"):
         client.download(f"{BASE}/Binary/big", big)
     assert not big.exists()
     assert not big.with_name("big.ndjson.part").exists()
@@ -189,7 +189,7 @@ def test_download_streams_to_disk_and_refuses_oversized_files(client: BulkExport
 def test_download_failure_leaves_no_file(client: BulkExportClient, tmp_path: Path) -> None:
     respx.get(f"{BASE}/Binary/gone").mock(return_value=httpx.Response(404))
     dest = tmp_path / "gone.ndjson"
-    with pytest.raises(FhirServerError, match="could not be downloaded"):
+    with pytest.raises(FhirError, match="could not be downloaded"):
         client.download(f"{BASE}/Binary/gone", dest)
     assert list(tmp_path.iterdir()) == []
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from cds.errors import InputFileError
+from cds.fhirjson import subject_patient as patient_of
 from cds.population.partition import (
     MEDICATIONS_FILE,
     group_partition,
     load_medications,
     partition_files,
     partition_of,
-    patient_of,
 )
 
 

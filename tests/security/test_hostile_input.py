@@ -348,7 +348,7 @@ async def test_fhir_server_returning_another_patient_is_a_fhir_error(tmp_path: P
     del prefetch["conditions"]
     async with app_client(base_settings(tmp_path), fhir_transport=RecordingTransport(other)) as client:
         response = await client.post(SERVICE, json=hook_request(prefetch))
-    assert "do not fit" in assert_outcome(response, 412, "processing")["issue"][0]["diagnostics"]
+    assert "do not fit" in assert_outcome(response, 412, "structure")["issue"][0]["diagnostics"]
 
 
 async def test_invalid_fhir_records_are_dropped_and_the_exclusion_they_cause_is_shown(

@@ -238,7 +238,7 @@ async def test_fhir_server_down_answers_412(make_client: Any, settings: Settings
         started = time.perf_counter()
         response = await client.post(SERVICE, json=hook_request(None, fhir_server=server))
         elapsed = time.perf_counter() - started
-    body = _assert_outcome(response, 412, "processing")
+    body = _assert_outcome(response, 412, "transient")
     assert "could not be reached" in body["issue"][0]["diagnostics"]
     assert elapsed < 2.0
     assert engine.calls == []
@@ -252,20 +252,20 @@ async def test_slow_fhir_server_answers_412_within_the_budget(
     started = time.perf_counter()
     response = await client.post(SERVICE, json=hook_request(None))
     elapsed = time.perf_counter() - started
-    body = _assert_outcome(response, 412, "processing")
+    body = _assert_outcome(response, 412, "timeout")
     assert "did not answer within" in body["issue"][0]["diagnostics"]
     assert elapsed < settings.fhir_timeout + 1.0
     assert engine.calls == []
 
 
 @pytest.mark.parametrize(
-    ("response", "text"),
+    ("response", "text", "code"),
     [
-        (httpx.Response(503, text="unavailable"), "HTTP 503"),
-        (httpx.Response(401, json=outcome_resource("expired")), "refused access (HTTP 401)"),
-        (httpx.Response(403, text="no"), "refused access (HTTP 403)"),
-        (httpx.Response(200, text="{not json"), "not valid JSON"),
-        (httpx.Response(200, json=patient()), "did not return a Bundle"),
+        (httpx.Response(503, text="unavailable"), "HTTP 503", "transient"),
+        (httpx.Response(401, json=outcome_resource("expired")), "refused access (HTTP 401)", "security"),
+        (httpx.Response(403, text="no"), "refused access (HTTP 403)", "security"),
+        (httpx.Response(200, text="{not json"), "not valid JSON", "structure"),
+        (httpx.Response(200, json=patient()), "did not return a Bundle", "structure"),
     ],
 )
 async def test_required_data_errors_answer_412_never_an_empty_card_list(
@@ -274,12 +274,13 @@ async def test_required_data_errors_answer_412_never_an_empty_card_list(
     respx_mock: respx.MockRouter,
     response: httpx.Response,
     text: str,
+    code: str,
 ) -> None:
     respx_mock.get(f"{FHIR}/Condition").mock(return_value=response)
     prefetch = full_prefetch()
     del prefetch["conditions"]
     answer = await client.post(SERVICE, json=hook_request(prefetch))
-    body = _assert_outcome(answer, 412, "processing")
+    body = _assert_outcome(answer, 412, code)
     assert text in body["issue"][0]["diagnostics"]
     assert "Condition" in body["issue"][0]["diagnostics"]
     assert engine.calls == []
@@ -291,7 +292,7 @@ async def test_missing_patient_resource_answers_412(
     respx_mock.get(f"{FHIR}/Patient/{PID}").mock(return_value=httpx.Response(404, json=outcome_resource()))
     prefetch = full_prefetch()
     del prefetch["patient"]
-    body = _assert_outcome(await client.post(SERVICE, json=hook_request(prefetch)), 412, "processing")
+    body = _assert_outcome(await client.post(SERVICE, json=hook_request(prefetch)), 412, "not-found")
     assert "Patient" in body["issue"][0]["diagnostics"]
     assert engine.calls == []
 
@@ -329,7 +330,7 @@ async def test_require_all_data_turns_optional_failures_into_412(
     del prefetch["medicationStatements"]
     async with make_client(settings.model_copy(update={"require_all_data": True})) as client:
         response = await client.post(SERVICE, json=hook_request(prefetch))
-    _assert_outcome(response, 412, "processing")
+    _assert_outcome(response, 412, "transient")
     assert engine.calls == []
 
 
