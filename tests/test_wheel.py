@@ -138,12 +138,16 @@ def test_wheel_leaves_out_the_developer_tools_and_tests(wheel: Path) -> None:
 def test_installed_cds_is_the_wheel_not_the_checkout(installed: Installed) -> None:
     probe = (
         "import importlib.util, cds, cards\n"
-        "print(cds.__file__)\nprint(cards.__file__)\n"
+        "from cds.service.demo import DEFAULT_PATIENT\n"
+        "from cds.store.database import MIGRATIONS\n"
+        "print(cds.__file__)\nprint(cards.__file__)\nprint(DEFAULT_PATIENT)\nprint(MIGRATIONS)\n"
         "print(importlib.util.find_spec('sandbox'))\nprint(importlib.util.find_spec('tests'))\n"
     )
-    cds_file, cards_file, sandbox_spec, tests_spec = installed.run(str(installed.python), "-c", probe).stdout.split()
-    assert Path(cds_file).is_relative_to(installed.site_packages)
-    assert Path(cards_file).is_relative_to(installed.site_packages)
+    *files, sandbox_spec, tests_spec = installed.run(str(installed.python), "-c", probe).stdout.split()
+    assert len(files) == 4
+    for path in files:
+        assert Path(path).is_relative_to(installed.site_packages), path
+        assert Path(path).exists(), path
     assert sandbox_spec == tests_spec == "None"
 
 
