@@ -1,7 +1,7 @@
 """``python -m bench.population``: population screening throughput against its same-run floor.
 
 Not a test. Generates a synthetic population as exported NDJSON (one file per resource type, from
-`cds.sandbox.generate_cohort`, deterministic for a seed), then measures on this machine, in one run:
+`sandbox.generate_cohort`, deterministic for a seed), then measures on this machine, in one run:
 
 * floor: reading and grouping that NDJSON by patient without screening (partitioning to disk, then
   reading each partition and grouping it; in this process, one core);
@@ -30,7 +30,7 @@ from typing import Any
 
 from cds.population.partition import MEDICATIONS_FILE, group_partition, load_medications, partition_files
 from cds.population.screening import PartitionResult, ScreenJob, run_partitions, screen_partition
-from cds.sandbox import COHORT_AS_OF, generate_cohort
+from sandbox import COHORT_AS_OF, generate_cohort
 
 OUT = Path(__file__).resolve().parent / "out" / "population.json"
 SEARCHED = frozenset(

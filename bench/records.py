@@ -12,7 +12,7 @@
   worst case for the criteria, which read the 30-day window.
 
 Every record is one patient: a list of resources. ``bundle(resources)`` wraps them in a
-collection Bundle (what ``cds.service.demo.build_request`` and ``cds.sandbox.load_bundles`` take).
+collection Bundle (what ``cds.service.demo.build_request`` and ``sandbox.load_bundles`` take).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Measures in one run, against floors measured in the same run on the same machine
    SLE record and records of 1,000 / 2,500 / 5,000 Observations, against a bare FastAPI endpoint
    under the same uvicorn configuration that decodes the same body and returns a fixed card;
 2. fetch path: the same hook without prefetch, ``fhirServer`` = a local HAPI FHIR server
-   (`cds.sandbox.HapiSandbox`), against exactly the queries the service sends (its fallback
+   (`sandbox.HapiSandbox`), against exactly the queries the service sends (its fallback
    Observation search is dated from the trial's cut-off) issued directly in parallel with one
    pooled httpx client; FHIR requests per hook are counted and the two query sets compared;
 3. scaling: engine time and peak memory per patient at 100 / 1,000 / 10,000 Observations;
@@ -396,9 +396,9 @@ def bench_fetch(plan: Plan, ehr: EhrIdentity, env: dict[str, str], all_cases: li
     from bench.fetch import first_pages
     from cds.config import Settings
     from cds.fhir.gateway import GatewayLimits
-    from cds.sandbox import HapiSandbox, free_port, load_bundles
     from cds.service.prefetch import queries_for
     from cds.trials.nct04582136 import TRIAL
+    from sandbox import HapiSandbox, free_port, load_bundles
 
     chosen = [c for c in all_cases if c.name in ("non-lupus", "typical", "heavy")]
     ids = {c.name: f"bench-{c.name}" for c in chosen}

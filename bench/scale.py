@@ -10,7 +10,7 @@ same worker counts:
 1. workers: hooks/s and p50/p95 of the typical SLE record with 1, 2 and 4 uvicorn workers (8
    concurrent EHR clients, every call with its own ES384 JWT, replay ids in the database), and the
    non-lupus fast path at 2 workers. The database is a throw-away PostgreSQL (fsync on) when the
-   server binaries are present (`cds.store.pgtemp`), else a SQLite file. The load generator runs
+   server binaries are present (`sandbox.postgres`), else a SQLite file. The load generator runs
    in this process and shares the machine's cores: the floor's own scaling shows what the machine
    allows, and the target is a ratio of gains (service 1->2 workers >= 0.9x the floor's).
 2. memory: 8 concurrent hook calls each carrying a 20,000-Observation prefetch (about 15 MB),
@@ -64,7 +64,7 @@ class _Stopper:
 @contextmanager
 def database_url(tmp: str) -> Iterator[tuple[str, str]]:
     """(URL, label) of the service's database for the run: a real PostgreSQL when possible."""
-    from cds.store.pgtemp import PostgresUnavailable, TempPostgres
+    from sandbox.postgres import PostgresUnavailable, TempPostgres
 
     try:
         server = TempPostgres(durable=True).start()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from bench.serve import REPO
-from cds.sandbox import free_port
+from sandbox import free_port
 
 SERVICE_ID = "nct04582136-prescreen"
 

@@ -172,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="start the service, fire a patient-view hook for a fixture patient, show the card")
     d.add_argument("patient_file", nargs="?", type=Path, default=None)
 
-    sub.add_parser("sandbox", help="build/start a local HAPI FHIR server and load the fixtures", add_help=False)
+    sub.add_parser(
+        "sandbox",
+        help="developer tool, from a source checkout: build/start a local HAPI FHIR server and load the fixtures",
+        add_help=False,
+    )
 
     _add_population_parser(sub)
 
@@ -318,12 +322,49 @@ def criteria_command(trial_id: str, check: Path | None, update: Path | None, out
     return 0
 
 
+SANDBOX_OUTSIDE_CHECKOUT = (
+    "`cds sandbox` is a developer tool that lives in the source checkout (the `sandbox/` package beside "
+    "`cds/`), not in the installed package. In a clone of the repository run `python -m sandbox --help` at "
+    "its root, or `cds sandbox` from its editable install (`pip install -e .`); it needs Java 17+ and Maven."
+)
+
+
+def checkout_root(start: Path | None = None) -> Path | None:
+    """The source checkout holding the developer `sandbox/` package: the one this `cds` was imported
+    from (an editable install), else `start` (default: the working directory) or a parent of it."""
+    import cds
+
+    here = (start or Path.cwd()).resolve()
+    for root in (Path(cds.__file__).resolve().parents[1], here, *here.parents):
+        if (root / "sandbox" / "cli.py").is_file() and (root / "sandbox" / "hapi" / "pom.xml").is_file():
+            return root
+    return None
+
+
+def sandbox(argv: Sequence[str]) -> int:
+    """`cds sandbox ...` = `python -m sandbox ...` of the checkout (imported lazily: not in the wheel)."""
+    import importlib
+
+    root = checkout_root()
+    if root is None:
+        print(f"error: {SANDBOX_OUTSIDE_CHECKOUT}", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module = importlib.import_module("sandbox.cli")
+    if Path(str(module.__file__)).resolve().parent != root / "sandbox":
+        print(
+            f"error: `import sandbox` found {module.__file__}, not the checkout's {root / 'sandbox'}", file=sys.stderr
+        )
+        return 2
+    code: int = module.main(list(argv), prog="cds sandbox")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["sandbox"]:
-        from cds.sandbox import main as sandbox_main
-
-        return sandbox_main(args_list[1:])
+        return sandbox(args_list[1:])
     args = build_parser().parse_args(args_list)
     if args.command == "screen":
         from cds.trials import get

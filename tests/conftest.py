@@ -6,7 +6,7 @@ test session, on demand.
 the reason, except when `CDS_REQUIRE_HAPI=1` (as `.ci/run` sets): then they fail, never skip.
 
 `postgres_url` is a fresh, empty database on a real PostgreSQL server (dropped after the test):
-the session's throw-away cluster (`cds.store.pgtemp.TempPostgres`, about 5 s to start), or the
+the session's throw-away cluster (`sandbox.postgres.TempPostgres`, about 5 s to start), or the
 server of `CDS_TEST_POSTGRES_URL` (an admin URL; a database is created per test). Without
 PostgreSQL the tests using it are skipped with the reason, except when `CDS_REQUIRE_POSTGRES=1`
 (as `.ci/run` sets): then they fail. `service_processes` starts real ``cds serve`` processes
@@ -36,12 +36,17 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def hapi_base_url() -> Iterator[str]:
     """Base URL of a real HAPI FHIR R4 server for the whole session, stopped at the end."""
-    from cds.sandbox import TARGET_DIR, HapiSandbox, SandboxError, free_port
+    from sandbox import TARGET_DIR, HapiSandbox, SandboxError, free_port
 
     url = os.environ.get("HAPI_SANDBOX_URL")
     log = TARGET_DIR / "hapi-sandbox-pytest.log"
     try:
-        sandbox = HapiSandbox(base_url=url, log_path=log) if url else HapiSandbox(free_port(), log_path=log)
+        # A generous start-up timeout: HAPI takes about 25 s alone, minutes on a busy 2-core machine.
+        sandbox = (
+            HapiSandbox(base_url=url, log_path=log, startup_timeout=600.0)
+            if url
+            else HapiSandbox(free_port(), log_path=log, startup_timeout=600.0)
+        )
         sandbox.start()
     except SandboxError as exc:
         _unavailable(str(exc))
@@ -55,7 +60,7 @@ def hapi_base_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def hapi_with_fixtures(hapi_base_url: str) -> str:
     """HAPI with every fixture patient loaded (idempotent PUTs with the fixtures' own ids)."""
-    from cds.sandbox import load_bundles
+    from sandbox import load_bundles
 
     load_bundles(hapi_base_url, sorted(FIXTURE_PATIENTS.glob("*.json")))
     return hapi_base_url
@@ -104,7 +109,7 @@ class _AttachedPostgres:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[object]:
     """A real PostgreSQL server for the session (see the module docstring)."""
-    from cds.store.pgtemp import PostgresUnavailable, TempPostgres
+    from sandbox.postgres import PostgresUnavailable, TempPostgres
 
     attached = os.environ.get("CDS_TEST_POSTGRES_URL")
     server: TempPostgres | _AttachedPostgres

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from cds.sandbox import free_port
+from sandbox import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

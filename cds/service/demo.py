@@ -1,9 +1,10 @@
 """The main job on an embedded default: a real patient-view call against a real HTTP server.
 
 ``run_demo()`` starts the service with uvicorn on a free loopback port in a background thread,
-builds a ``patient-view`` request for a fixture patient (default ``fixtures/patients/base-candidate.json``)
-with prefetch built from that bundle the way an EHR would fill the discovery templates (the Patient
-resource, one searchset Bundle per search template, Observations filtered to the template's codes),
+builds a ``patient-view`` request for a fixture patient (default ``base-candidate``: package data in
+``cds/service/demo_patients/``, a copy written by ``fixtures/build.py``, so the demo runs from any
+directory) with prefetch built from that bundle the way an EHR would fill the discovery templates (the
+Patient resource, one searchset Bundle per search template, Observations filtered to the template's codes),
 POSTs it over HTTP, and prints the request summary and the card rendered for a terminal (``rich``:
 the markdown detail as formatted text, not raw markdown), or, when there is no card, why (the
 deciding criteria, from the same engine run locally on the bundle).
@@ -28,6 +29,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +44,17 @@ from cds.trials import DEFAULT_TRIAL, service_id
 
 DEMO_SERVICE = service_id(DEFAULT_TRIAL)  # the demo fires the default trial's service
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PATIENTS_DIR = REPO_ROOT / "fixtures" / "patients"
-DEFAULT_PATIENT = PATIENTS_DIR / "base-candidate.json"
+#: The demo's patient: package data (installed with the wheel), read with importlib.resources so that
+#: `cds demo` works from any directory. `fixtures/build.py` writes it (a copy of the fixture).
+DEMO_PATIENTS = files("cds.service") / "demo_patients"
+DEFAULT_PATIENT: Traversable = DEMO_PATIENTS / "base-candidate.json"
 EXAMPLES_DIR = Path(__file__).with_name("examples")
 FIXTURES_AS_OF = date(2026, 11, 1)  # every fixture date is relative to this day
 EXAMPLE_HOOK_INSTANCE = "5b8f3c1e-2d4a-4f6b-9c7e-1a2b3c4d5e6f"
 EXAMPLE_FHIR_SERVER = "http://127.0.0.1:8090/fhir"  # the HAPI server of `cds sandbox`
 
 
-def load_bundle(path: Path) -> dict[str, Any]:
+def load_bundle(path: Path | Traversable) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         raise ValueError(f"{path} is not a FHIR Bundle")
@@ -185,10 +189,7 @@ def run_demo(patient_file: Path | None = None, *, as_of: date | None = None) -> 
 
     from cds.service.app import create_app
 
-    path = patient_file or DEFAULT_PATIENT
-    if patient_file is None and not path.exists():
-        candidates = sorted(PATIENTS_DIR.glob("*.json"))
-        path = candidates[0] if candidates else path
+    path: Path | Traversable = patient_file or DEFAULT_PATIENT
     try:
         bundle = load_bundle(path)
         request = build_request(bundle)
@@ -264,7 +265,7 @@ async def _example_response(request: dict[str, Any], settings: Settings) -> dict
             return body
 
 
-def example_pair(patient_file: Path = DEFAULT_PATIENT) -> tuple[dict[str, Any], dict[str, Any]]:
+def example_pair(patient_file: Path | Traversable = DEFAULT_PATIENT) -> tuple[dict[str, Any], dict[str, Any]]:
     """The deterministic example request and the service's response to it."""
     request = build_request(load_bundle(patient_file), hook_instance=EXAMPLE_HOOK_INSTANCE)
     with tempfile.TemporaryDirectory(prefix="cds-examples-") as tmp:
@@ -283,7 +284,7 @@ def _dump(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_examples(out_dir: Path = EXAMPLES_DIR, patient_file: Path = DEFAULT_PATIENT) -> list[Path]:
+def write_examples(out_dir: Path = EXAMPLES_DIR, patient_file: Path | Traversable = DEFAULT_PATIENT) -> list[Path]:
     """Write ``patient-view-request.json`` and ``patient-view-response.json`` (deterministic)."""
     request, response = example_pair(patient_file)
     out_dir.mkdir(parents=True, exist_ok=True)

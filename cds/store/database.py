@@ -13,6 +13,7 @@ import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cds.store")
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Package data of the installed `cds` (a directory on disk: Alembic reads its scripts from there).
+MIGRATIONS = Path(str(files("cds.store").joinpath("migrations")))
 INITIAL_REVISION = "0001"
 _MIGRATION_LOCK = 4_582_136  # PostgreSQL advisory lock key: one migrating process at a time
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,9 @@ import pytest
 from cds.config import Settings
 from cds.fhir.gateway import FhirGateway, GatewayLimits
 from cds.service.app import create_app
-from cds.service.demo import PATIENTS_DIR, build_request, load_bundle
+from cds.service.demo import build_request, load_bundle
+
+PATIENTS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ SERVICE = "/cds-services/nct04582136-prescreen"
 
 
 async def test_hapi_stopped_mid_run_gives_412_within_the_budget(tmp_path: Path) -> None:
-    from cds.sandbox import TARGET_DIR, HapiSandbox, SandboxError, free_port, load_bundles
+    from sandbox import TARGET_DIR, HapiSandbox, SandboxError, free_port, load_bundles
 
-    sandbox = HapiSandbox(free_port(), log_path=TARGET_DIR / "hapi-sandbox-stopped-test.log")
+    sandbox = HapiSandbox(free_port(), log_path=TARGET_DIR / "hapi-sandbox-stopped-test.log", startup_timeout=600.0)
     try:
         sandbox.start()
     except SandboxError as exc:

@@ -18,7 +18,7 @@ from cds.cli import screen
 from cds.config import Settings
 from cds.population.run import PopulationOptions, export_plan, run_population, trial_for
 from cds.population.store import PopulationStore
-from cds.sandbox import load_bundles
+from sandbox import load_bundles
 
 from .compare import compare_with_screen
 from .fake_bulk import FIXTURES

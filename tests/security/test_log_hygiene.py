@@ -29,8 +29,6 @@ from cds.service.demo import DEFAULT_PATIENT, build_request
 from cds.service.logs import JsonFormatter
 from tests.security.fake_ehr import ISSUER, FakeEhr, bearer, tamper_signature
 
-pytestmark = pytest.mark.skipif(not DEFAULT_PATIENT.exists(), reason="fixture patients not generated yet")
-
 PID = "pt-Hx93kq7"
 FAMILY = "Quillfeatherstone"
 ACCESS_TOKEN = "fhir-at-7d0c1b5e9a"

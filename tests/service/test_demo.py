@@ -19,7 +19,7 @@ from cds.service.demo import (
 from cds.service.prefetch import queries_for
 from cds.trials.nct04582136 import TRIAL
 
-pytestmark = pytest.mark.skipif(not DEFAULT_PATIENT.exists(), reason="fixture patients not generated yet")
+FIXTURE_PATIENTS = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 
 
 def test_run_demo_posts_over_real_http_and_prints_the_card(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,7 +37,7 @@ def test_run_demo_posts_over_real_http_and_prints_the_card(capsys: pytest.Captur
 
 
 def test_run_demo_with_an_excluded_patient(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(DEFAULT_PATIENT.with_name("var-age-66.json")) == 0
+    assert run_demo(FIXTURE_PATIENTS / "var-age-66.json") == 0
     out = capsys.readouterr().out
     assert "No card: not a candidate: Age 18-65" in out  # says why: the deciding criterion
     assert "age 66 is outside 18-65" in out

@@ -13,7 +13,9 @@ from service_helpers import FHIR, SERVICE, TOKEN
 
 from cards.codes import REPORT_EXTENSION_KEY
 from cards.models import CdsResponse
-from cds.service.demo import PATIENTS_DIR, build_request, load_bundle
+from cds.service.demo import build_request, load_bundle
+
+PATIENTS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 
 EXPECTED_FILE = PATIENTS_DIR.parent / "expected.json"
 EXPECTED: dict[str, Any] = json.loads(EXPECTED_FILE.read_text()) if EXPECTED_FILE.exists() else {}

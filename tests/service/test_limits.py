@@ -20,7 +20,7 @@ from service_helpers import RecordingEngine, full_prefetch, hook_request
 
 from cds.config import Settings
 from cds.engine.model import Report
-from cds.sandbox import free_port
+from sandbox import free_port
 
 SERVICE = "/cds-services/nct04582136-prescreen"
 

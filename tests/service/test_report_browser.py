@@ -27,8 +27,10 @@ from service_helpers import SERVICE
 
 from cds.config import Settings
 from cds.service.app import create_app
-from cds.service.demo import FIXTURES_AS_OF, PATIENTS_DIR, build_request, load_bundle
+from cds.service.demo import FIXTURES_AS_OF, build_request, load_bundle
 from tests.markdown_renderers import react_markdown
+
+PATIENTS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

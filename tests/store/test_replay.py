@@ -75,7 +75,7 @@ def test_concurrent_claims_of_one_jti_have_exactly_one_winner(postgres_url: str)
 
 
 def test_an_unreachable_database_is_unavailable_never_new() -> None:
-    from cds.sandbox import free_port
+    from sandbox import free_port
 
     database = Database(f"postgresql://cds@127.0.0.1:{free_port()}/none", connect_timeout=1.0)
     with pytest.raises(DatabaseUnavailable):

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from cds.sandbox import free_port
+from sandbox.launcher import free_port
 
 SUPERUSER = "cds"
 
