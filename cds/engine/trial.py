@@ -95,6 +95,13 @@ class Trial:
         return max(windows, default=0)
 
     @functools.cached_property
+    def whole_record_types(self) -> tuple[str, ...]:
+        """The dated resource types (other than Observation, whose whole-record reads are by code:
+        `observation_history_codes`) that some rule reads at any date: their fallback search must
+        carry no date bound (e.g. a kidney biopsy report read whatever its age)."""
+        return tuple(sorted({r.resource_type for r in self.reads if r.lookback_days is None} - {"Observation"}))
+
+    @functools.cached_property
     def observation_history_codes(self) -> tuple[tuple[str, str], ...]:
         """The (system, code) pairs read over the whole record, whatever their date (reads with no
         look-back window: cumulative classification items such as SLICC 2012). The service fetches

@@ -101,6 +101,9 @@ class QueryPlan(Protocol):
     @property
     def observation_history_codes(self) -> Sequence[tuple[str, str]]: ...
 
+    @property
+    def whole_record_types(self) -> Sequence[str]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class PrefetchQuery:
@@ -188,6 +191,7 @@ def build_queries(
     observation_categories: Iterable[tuple[str, str]] = (),
     resource_types: Iterable[str] = DEFAULT_TYPES,
     observation_history_codes: Iterable[tuple[str, str]] = (),
+    whole_record_types: Iterable[str] = (),
 ) -> tuple[PrefetchQuery, ...]:
     """The prefetch table: one query per resource type read (Patient and Condition always).
 
@@ -195,13 +199,15 @@ def build_queries(
     ``system|code`` values (OR); with `observation_categories`, a second Observation query
     (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text; with
     `observation_history_codes`, a third (`HISTORY_KEY`) fetches those codes over the whole record
-    (no date bound: cumulative items such as SLICC 2012).
+    (no date bound: cumulative items such as SLICC 2012). A type in `whole_record_types` (read at
+    any date by some rule) is searched without a date bound even where `SINCE_PARAMS` has one.
     """
     patient = (("patient", PATIENT_TOKEN),)
     types = {"Patient", "Condition", *resource_types}
     codes = _tokens(observation_codes)
     categories = _tokens(observation_categories)
     history = _tokens(observation_history_codes)
+    whole = set(whole_record_types)
     queries: list[PrefetchQuery] = []
     for rtype in (*DEFAULT_TYPES, *sorted(types - set(DEFAULT_TYPES))):
         if rtype not in types:
@@ -218,14 +224,19 @@ def build_queries(
                 by_category = (*patient, ("category", categories))
                 queries.append(PrefetchQuery(CATEGORY_KEY, rtype, by_category, since_param="date"))
         else:
-            queries.append(PrefetchQuery(key, rtype, patient, since_param=SINCE_PARAMS.get(rtype)))
+            since = None if rtype in whole else SINCE_PARAMS.get(rtype)
+            queries.append(PrefetchQuery(key, rtype, patient, since_param=since))
     return tuple(queries)
 
 
 def queries_for(trial: QueryPlan) -> tuple[PrefetchQuery, ...]:
     """The prefetch table derived from what the trial's criteria declare they read."""
     return build_queries(
-        trial.observation_codes, trial.observation_categories, trial.resource_types, trial.observation_history_codes
+        trial.observation_codes,
+        trial.observation_categories,
+        trial.resource_types,
+        trial.observation_history_codes,
+        trial.whole_record_types,
     )
 
 

@@ -42,6 +42,9 @@ class ServiceTrial(TrialLike, Protocol):
     @property
     def observation_history_codes(self) -> Sequence[tuple[str, str]]: ...
 
+    @property
+    def whole_record_types(self) -> Sequence[str]: ...
+
     def observation_cutoff(self, as_of: date) -> date: ...
 
     def certainly_excluded_without_evaluation(

@@ -282,3 +282,20 @@ def test_text_only_total_outside_the_fetched_categories_is_not_read_by_the_file_
     assert (OBSERVATION_CATEGORY, "laboratory") in site.observation_categories
     read = evaluate(record, patient_id=PID, as_of=AS_OF, searched=SEARCHED, trial=site)
     assert _sledai_status(read) is Status.MET
+
+
+def test_a_diagnosticreport_read_at_any_date_is_searched_without_a_date_bound() -> None:
+    """Regression (merge of NCT06155604): the DiagnosticReport fallback search was bounded by the
+    Observation look-back although `inc-ln-biopsy` reads kidney biopsy reports at any date, so a
+    biopsy report older than 90 days was never fetched over HTTP and the criterion stayed unknown."""
+    from cds.trials import get
+
+    ln_trial = get("nct06155604")
+    assert "DiagnosticReport" in ln_trial.whole_record_types
+    (ln_reports,) = [q for q in queries_for(ln_trial) if q.resource_type == "DiagnosticReport"]
+    assert ln_reports.since_param is None
+    assert "date" not in ln_reports.search_params("p1", date(2026, 1, 1))
+    # NCT04582136 reads DiagnosticReports only as lab panels inside its windows: still bounded.
+    (sle_reports,) = [q for q in queries_for(TRIAL) if q.resource_type == "DiagnosticReport"]
+    assert sle_reports.since_param == "date"
+    assert sle_reports.search_params("p1", date(2026, 1, 1))["date"] == "ge2026-01-01"
