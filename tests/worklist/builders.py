@@ -11,10 +11,11 @@ from cds.bundles import read_bundle_file
 from cds.engine import evaluate
 from cds.population.store import PopulationStore, RunInfo
 from cds.service.alerts import AlertPolicy, AlertStore
-from cds.service.demo import FIXTURES_AS_OF, PATIENTS_DIR
+from cds.service.demo import FIXTURES_AS_OF
 from cds.service.feedback import FeedbackItem
 from cds.store.database import Database
 
+PATIENTS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 FHIR = "http://fhir.test/fhir"
 TRIAL = "NCT04582136"
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
