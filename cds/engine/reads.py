@@ -37,6 +37,7 @@ from cds.engine.rules import (
     DrugExposure,
     LabTest,
     Malignancy,
+    PositiveTestReview,
     Pregnancy,
     RecentSurgery,
     StableRegimen,
@@ -68,8 +69,8 @@ def medications() -> tuple[Read, ...]:
     return types(*sorted(MEDICATION_TYPES))
 
 
-def observations(vs: ValueSet, days: int, policy: Policy) -> Read:
-    """Observations selected by a value set's codes within `days`; its text pattern (if any) is
+def observations(vs: ValueSet, days: int | None, policy: Policy) -> Read:
+    """Observations selected by a value set's codes within `days` (None: at any date); its text pattern (if any) is
     recognised within the policy's text categories."""
     return Read(
         "Observation",
@@ -119,6 +120,14 @@ def _(rule: object, policy: Policy) -> tuple[Read, ...]:
 @reads.register
 def _(rule: ConditionPresent, policy: Policy) -> tuple[Read, ...]:
     return types("Condition", "Procedure") if rule.also_procedures is not None else types("Condition")
+
+
+@reads.register
+def _(rule: PositiveTestReview, policy: Policy) -> tuple[Read, ...]:
+    if rule.window_days is not None:
+        return labs(rule.analytes, rule.window_days, policy)
+    # at any date, like the cumulative SLICC tests: fetched by the service's history query
+    return tuple(observations(a.fetched_by, None, policy) for a in rule.analytes)
 
 
 @reads.register

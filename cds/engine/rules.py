@@ -180,6 +180,53 @@ class AnyOf:
 
 
 @dataclass(frozen=True)
+class PositiveTestReview:
+    """Qualitative tests (e.g. HBsAg, HCV antibody) whose latest result, if positive, sends an
+    exclusion to investigator review: a positive screen is not by itself the excluded condition
+    (active infection needing treatment), so it never makes the exclusion met.
+
+    For each analyte, the latest usable result within `window_days` (None: at any date): positive
+    (qualitative word, SNOMED/HL7 positive code or POS interpretation) -> unknown with the result as
+    evidence; negative, or no result at all -> not met (no test is no sign of the condition; other
+    parts of the criterion still decide); a latest result that cannot be read as positive or
+    negative -> unknown.
+    """
+
+    analytes: tuple[Analyte, ...]
+    label: str
+    review_reason: str
+    window_days: int | None = None
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        if (missing := missing_types(ctx, "Observation")) is not None:
+            return Outcome(UNKNOWN, "observations not available", (missing,))
+        days = self.window_days if self.window_days is not None else (ctx.as_of - date.min).days
+        positive: list[Evidence] = []
+        unreadable: list[Evidence] = []
+        negative: list[Evidence] = []
+        for analyte in self.analytes:
+            results = ctx.labs(analyte, days)
+            if not results:
+                continue
+            latest = results[0]
+            if latest.qualitative == "positive":
+                positive.append(latest.evidence(f"{analyte.name} positive", (Flag.NEEDS_REVIEW,)))
+            elif latest.qualitative == "negative":
+                negative.append(latest.evidence(f"{analyte.name} negative"))
+            else:
+                unreadable.append(
+                    latest.evidence(f"{analyte.name}: {latest.problem or 'not read as positive or negative'}")
+                )
+        if positive:
+            return Outcome(UNKNOWN, self.review_reason, tuple(positive))
+        if unreadable:
+            return Outcome(UNKNOWN, f"latest {self.label} not readable as positive or negative", tuple(unreadable))
+        if negative:
+            return Outcome(NOT_MET, f"latest {self.label} negative", tuple(negative))
+        return Outcome(NOT_MET, f"no {self.label} recorded", ())
+
+
+@dataclass(frozen=True)
 class AlwaysReview:
     reason: str
 

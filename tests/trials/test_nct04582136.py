@@ -89,3 +89,13 @@ def test_observation_query_codes_cover_every_analyte() -> None:
     for analyte in TRIAL.analytes:
         assert analyte.codes.codes <= codes
     assert ("https://github.com/nct04582136-cds/CodeSystem/disease-activity", "SLEDAI-2K") in codes
+
+
+def test_hepatitis_screens_are_read_and_fetched_at_any_date() -> None:
+    """HBsAg 5196-1 and HCV Ab 13955-0 (issue 10: verified codes are used): read by exc-infection as
+    qualitative results at any date, so the service's undated history query asks for them."""
+    loinc = "http://loinc.org"
+    assert (loinc, "5196-1") in TRIAL.observation_history_codes
+    assert (loinc, "13955-0") in TRIAL.observation_history_codes
+    assert "LOINC 5196-1" not in VERIFIED_NOT_READ
+    assert "LOINC 13955-0" not in VERIFIED_NOT_READ

@@ -43,6 +43,7 @@ from cds.engine.rules import (
     DrugExposure,
     LabTest,
     Malignancy,
+    PositiveTestReview,
     Pregnancy,
     RecentSurgery,
     StableRegimen,
@@ -79,9 +80,6 @@ VERIFIED_NOT_READ = {
     # Breastfeeding (mother) is an observable entity (the question of a breastfeeding-status
     # Observation, e.g. ISiK Stillstatus, WHO HIV IG): its answer is in the value, not the code.
     "SNOMED 413712001": "breastfeeding status question (needs a value reading, not a condition code)",
-    # Qualitative serology: a positive result is an infection to review, not a code match.
-    "LOINC 5196-1": "HBsAg [Presence] in Serum (public ValueSet expansion; Taiwan NHI->LOINC map)",
-    "LOINC 13955-0": "HCV Ab [Presence] in Serum or Plasma by Immunoassay (Taiwan Core IG)",
 }
 
 
@@ -291,6 +289,12 @@ EGFR = Analyte(
     implied_unit="mL/min/{1.73_m2}",
 )
 CREATININE = Analyte("creatinine", _loinc("2160-0", "38483-4"), "mg/dL", molar_mass=113.12, panels=CHEMISTRY_PANELS)
+# Hepatitis screens, read as qualitative results (`PositiveTestReview`): a positive one sends
+# exc-infection to review. 5196-1 "Hepatitis B virus surface Ag [Presence] in Serum" (a public
+# ValueSet expansion; the Taiwan NHI->LOINC map); 13955-0 "Hepatitis C virus Ab [Presence] in Serum
+# or Plasma by Immunoassay" (Taiwan Core IG).
+HBSAG = Analyte("HBsAg", _loinc("5196-1"), "1")
+HCV_AB = Analyte("HCV antibody", _loinc("13955-0"), "1")
 PREGNANCY_TEST = Analyte("pregnancy test / status", _loinc("2106-3", "82810-3"), "1")
 SLEDAI_TOTAL = ValueSet.of("SLEDAI-2K total", [(LOCAL_ACTIVITY_SYSTEM, "SLEDAI-2K")], text=r"\bSLEDAI[-\s]?2K\b")
 
@@ -310,6 +314,8 @@ ANALYTES = (
     EGFR,
     CREATININE,
     PREGNANCY_TEST,
+    HBSAG,
+    HCV_AB,
 )
 
 # --------------------------------------------------------------------------- drugs
@@ -868,9 +874,11 @@ CRITERIA = (
         "Concurrent active or uncontrolled infection (such as tuberculosis and hepatitis) requiring antibiotics or antivirus",
         "active TB / hepatitis B or C / sepsis with onset in 90 days, or an antibiotic/antiviral TREATING an infection "
         "in 14 days -> met; prophylaxis (reason, or an intermittent or 90+ day regimen with no infection recorded), "
-        "older active chronic infection, HIV or latent TB -> review",
-        "Condition, Medication resources (reasonCode / reasonReference, timing)",
-        "conditions or medications not available; chronic infection (review); prophylactic anti-infective (review)",
+        "older active chronic infection, HIV, latent TB, or a latest HBsAg / HCV antibody result (any date) "
+        "that is positive -> review",
+        "Condition, Medication resources (reasonCode / reasonReference, timing), Observation 5196-1, 13955-0",
+        "conditions or medications not available; chronic infection (review); prophylactic anti-infective (review); "
+        "positive hepatitis screen (review)",
         AnyOf(
             (
                 ConditionPresent(
@@ -887,6 +895,11 @@ CRITERIA = (
                     14,
                     SYSTEMIC_OR_UNKNOWN,
                     infections=INFECTION_ACTIVE | INFECTION_REVIEW,
+                ),
+                PositiveTestReview(
+                    (HBSAG, HCV_AB),
+                    "hepatitis B surface antigen / hepatitis C antibody",
+                    "positive hepatitis B surface antigen or hepatitis C antibody: active infection to be reviewed",
                 ),
             )
         ),
