@@ -30,13 +30,13 @@ from typing import Any
 
 from cds import fhirjson
 from cds.bounded import read_file_bounded
-from cds.engine.record import AUX_TYPES, OPTIONAL_TYPES, READ_TYPES
+from cds.engine.record import AUX_TYPES, READ_TYPES
 from cds.errors import InputFileError
 
 BUNDLE_TYPES = frozenset({"collection", "searchset", "transaction", "batch", "transaction-response", "batch-response"})
 MAX_FILE_BYTES = 512 * 1024 * 1024
 INPUT_SUFFIXES = (".json", ".ndjson")
-_KEPT_TYPES = frozenset(READ_TYPES) | frozenset(AUX_TYPES) | frozenset(OPTIONAL_TYPES)
+_KEPT_TYPES = frozenset(READ_TYPES) | frozenset(AUX_TYPES)
 
 
 @dataclass

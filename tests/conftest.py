@@ -145,3 +145,16 @@ def service_processes(tmp_path: Path) -> Iterator[ServiceProcesses]:
         yield processes
     finally:
         processes.stop_all()
+
+
+@pytest.fixture
+def strict_engine() -> Iterator[None]:
+    """A rule that raises fails the test instead of becoming "unknown" (`pytestmark =
+    pytest.mark.usefixtures("strict_engine")` in engine and rule tests)."""
+    from cds.engine.trial import set_strict
+
+    set_strict(True)
+    try:
+        yield
+    finally:
+        set_strict(False)

@@ -30,10 +30,8 @@ READ_TYPES: tuple[str, ...] = (
     "Procedure",
     "AllergyIntolerance",
     "DiagnosticReport",
+    "QuestionnaireResponse",  # a SLEDAI-2K form (item scores or a total)
 )
-# Read when present (a bundle given to the CLI or the engine) but not fetched by the service's
-# prefetch (yet): a SLEDAI-2K form as a QuestionnaireResponse (item scores or a total).
-OPTIONAL_TYPES: tuple[str, ...] = ("QuestionnaireResponse",)
 # Medication resources are read only as the target of a medicationReference.
 AUX_TYPES: tuple[str, ...] = ("Medication",)
 
@@ -56,7 +54,7 @@ SUBJECT_FIELD = {
 class PatientRecord:
     patient_id: str
     patient: Any | None = None
-    resources: dict[str, list[Any]] = field(default_factory=lambda: {t: [] for t in READ_TYPES + OPTIONAL_TYPES})
+    resources: dict[str, list[Any]] = field(default_factory=lambda: {t: [] for t in READ_TYPES})
     medications: dict[str, Any] = field(default_factory=dict)  # "Medication/<id>" -> model
     searched: frozenset[str] = frozenset()
     issues: list[DataIssue] = field(default_factory=list)
@@ -114,7 +112,7 @@ def build_record(
             )
             continue
         rtype = raw.get("resourceType")
-        if rtype not in READ_TYPES and rtype not in AUX_TYPES and rtype not in OPTIONAL_TYPES:
+        if rtype not in READ_TYPES and rtype not in AUX_TYPES:
             unsupported = rtype if isinstance(rtype, str) and rtype.isascii() and len(rtype) < 64 else None
             record.issues.append(
                 DataIssue(

@@ -37,7 +37,6 @@ from cards.models import Card, CdsResponse
 from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
 from cds.bounded import abounded, check_declared
 from cds.engine.model import Report
-from cds.engine.record import READ_TYPES
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.service.alerts import AlertStatus, chart_suppression
@@ -63,7 +62,9 @@ def _state(request: Request) -> ServiceState:
 
 def service_description(state: ServiceState, service: TrialService) -> ServiceDescription:
     trial = service.trial
-    scopes = " ".join(f"patient/{t}.read" for t in READ_TYPES)
+    # the SMART scopes of what this trial's queries (and the alert gate's) read
+    types = sorted({q.resource_type for q in (*service.queries, *state.gate_queries)})
+    scopes = " ".join(f"patient/{t}.read" for t in types)
     return ServiceDescription(
         hook=HOOK,
         id=service.id,

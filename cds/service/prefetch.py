@@ -137,7 +137,8 @@ class PrefetchQuery:
         """Would this query return `resource` for this patient? FHIR search semantics for the
         parameters this table uses: the read by id; ``patient``; token OR lists on ``code`` and
         ``category`` (``system|code``, or ``code`` in any system); ``ge`` on the date parameter
-        (Observation ``effective[x]``; a resource without it does not match)."""
+        (``effective[x]``, a QuestionnaireResponse's ``authored``; a resource without it does not
+        match)."""
         if resource.get("resourceType") != self.resource_type:
             return False
         if self.read:
@@ -183,7 +184,7 @@ KEYS = {
 CATEGORY_KEY = "observationsByCategory"
 HISTORY_KEY = "observationHistory"
 # Dated resource types: the FHIR fallback bounds them from below with this search parameter.
-SINCE_PARAMS = {"Observation": "date", "DiagnosticReport": "date"}
+SINCE_PARAMS = {"Observation": "date", "DiagnosticReport": "date", "QuestionnaireResponse": "authored"}
 
 
 def build_queries(
@@ -280,6 +281,10 @@ def _unwrap(value: Any) -> Any:
 
 
 def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
+    if resource.get("resourceType") == "QuestionnaireResponse":  # searched by `authored`
+        authored = resource.get("authored")
+        when_authored = span(authored) if isinstance(authored, str) else None
+        return when_authored is not None and when_authored.latest >= since
     value = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
     if value is None and isinstance(period := resource.get("effectivePeriod"), Mapping):
         if period.get("start") is not None and period.get("end") is None:

@@ -6,6 +6,10 @@ import itertools
 from datetime import date, timedelta
 from typing import Any
 
+from cds.engine.definition import Policy
+from cds.engine.record import READ_TYPES, build_record
+from cds.engine.rules import Context
+
 AS_OF = date(2026, 11, 1)
 PID = "pt-test"
 SCT = "http://snomed.info/sct"
@@ -258,3 +262,9 @@ def base_record() -> list[dict[str, Any]]:
         procedure("73761001", 900, display="colonoscopy"),
         allergy("91936005"),
     ]
+
+
+def rule_context(resources: list[dict[str, Any]], policy: Policy) -> Context:
+    """A rule's context over `resources` (plus the test patient), every read type searched."""
+    record = build_record([patient(), *resources], patient_id=PID, searched=READ_TYPES)
+    return Context(record=record, as_of=AS_OF, policy=policy)

@@ -9,7 +9,6 @@ import pytest
 
 from cds.engine import evaluate
 from cds.engine.model import Status, Verdict
-from cds.engine.trial import set_strict
 from cds.trials.nct04582136 import TRIAL
 from tests.engine import builders as b
 
@@ -17,11 +16,7 @@ Res = list[dict[str, Any]]
 MET, NOT, UNK = Status.MET, Status.NOT_MET, Status.UNKNOWN
 
 
-@pytest.fixture(autouse=True)
-def strict_engine():
-    set_strict(True)  # a rule that raises fails the test instead of becoming "unknown"
-    yield
-    set_strict(False)
+pytestmark = pytest.mark.usefixtures("strict_engine")
 
 
 def add(*extra: dict[str, Any]) -> Callable[[Res], Res]:

@@ -16,7 +16,6 @@ import pytest
 
 from cds.engine import evaluate
 from cds.engine.model import Flag, Report
-from cds.engine.trial import set_strict
 from tests.engine.builders import AS_OF, ago
 
 Res = dict[str, Any]
@@ -36,11 +35,7 @@ V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 SUBJECT = {"reference": f"Patient/{PID}"}
 
 
-@pytest.fixture(autouse=True)
-def strict_engine():
-    set_strict(True)
-    yield
-    set_strict(False)
+pytestmark = pytest.mark.usefixtures("strict_engine")
 
 
 def record(

@@ -24,7 +24,6 @@ from cards.render import render_cards
 from cds.config import Settings
 from cds.engine import evaluate
 from cds.engine.model import Status
-from cds.engine.trial import set_strict
 from cds.errors import InvalidRequest
 from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.fhir.urls import UrlAllowList, UrlError, parse_url
@@ -54,11 +53,7 @@ def test_example_counts() -> None:
     assert sum(EXAMPLES.values()) >= 1800
 
 
-@pytest.fixture(autouse=True)
-def strict_engine() -> Iterator[None]:
-    set_strict(True)  # a rule that raises fails the test instead of becoming "unknown"
-    yield
-    set_strict(False)
+pytestmark = pytest.mark.usefixtures("strict_engine")
 
 
 # ---------------------------------------------------------------- generators

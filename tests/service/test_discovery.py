@@ -5,6 +5,7 @@ import re
 import httpx
 from service_helpers import ENGINE_TYPES
 
+from cds.trials import REGISTERED
 from cds.trials.nct04582136 import TRIAL
 
 # The spec's recommended subset: instance read, or type search with patient= and token parameters.
@@ -15,11 +16,11 @@ SEARCH = re.compile(
 )
 
 
-async def test_discovery_lists_one_patient_view_service(client: httpx.AsyncClient) -> None:
+async def test_discovery_lists_one_patient_view_service_per_registered_trial(client: httpx.AsyncClient) -> None:
     response = await client.get("/cds-services")
     assert response.status_code == 200
     services = response.json()["services"]
-    assert len(services) == 1
+    assert [s["id"] for s in services] == [f"{t}-prescreen" for t in REGISTERED]
     service = services[0]
     assert service["hook"] == "patient-view"
     assert service["id"] == "nct04582136-prescreen"
@@ -29,6 +30,14 @@ async def test_discovery_lists_one_patient_view_service(client: httpx.AsyncClien
     for rtype in ENGINE_TYPES:
         assert f"patient/{rtype}.read" in service["usageRequirements"]
     assert all(v not in (None, "", [], {}) for v in service.values())
+
+
+async def test_each_services_smart_scopes_are_what_its_queries_read(client: httpx.AsyncClient) -> None:
+    """SMART scopes derive from the trial's reads (and the alert gate's), not from a fixed list."""
+    for service in (await client.get("/cds-services")).json()["services"]:
+        scoped = set(re.findall(r"patient/([A-Za-z]+)\.read", service["usageRequirements"]))
+        templated = {t.split("?")[0].split("/")[0] for t in service["prefetch"].values()}
+        assert scoped == templated
 
 
 async def test_prefetch_templates_cover_every_engine_type_within_the_query_subset(

@@ -237,11 +237,11 @@ async def test_sledai_total_recognised_by_text_is_fetched_by_templates_and_fallb
             for q in QUERIES
             if q.resource_type == rtype
             # the parameters and their values: two Observation queries search by `code` (windowed, history)
-            and q.search_params(PID) == {k: v for k, v in request.url.params.items() if k not in ("date", "_count")}
+            and q.search_params(PID)
+            == {k: v for k, v in request.url.params.items() if k not in (q.since_param, "_count")}
         )
-        since = (
-            date.fromisoformat(request.url.params["date"].removeprefix("ge")) if "date" in request.url.params else None
-        )
+        bound = request.url.params.get(query.since_param) if query.since_param else None
+        since = date.fromisoformat(bound.removeprefix("ge")) if bound else None
         return httpx.Response(200, json=searchset(r for r in _record() if query.selects(r, PID, since)))
 
     respx_mock.get(f"{FHIR}/Patient/{PID}").mock(return_value=httpx.Response(200, json=patient()))
@@ -299,3 +299,21 @@ def test_a_diagnosticreport_read_at_any_date_is_searched_without_a_date_bound() 
     (sle_reports,) = [q for q in queries_for(TRIAL) if q.resource_type == "DiagnosticReport"]
     assert sle_reports.since_param == "date"
     assert sle_reports.search_params("p1", date(2026, 1, 1))["date"] == "ge2026-01-01"
+
+
+def test_sledai_questionnaire_responses_are_fetched_bounded_by_authored() -> None:
+    """Issue 12: a SLEDAI-2K form (QuestionnaireResponse) was read when present but never fetched
+    by the hook; it is now a declared read, searched by `authored` within the SLEDAI window."""
+    (form_query,) = [q for q in QUERIES if q.resource_type == "QuestionnaireResponse"]
+    assert form_query.template() == "QuestionnaireResponse?patient={{context.patientId}}"
+    assert form_query.search_params(PID, date(2026, 10, 2)) == {"patient": PID, "authored": "ge2026-10-02"}
+    form = {
+        "resourceType": "QuestionnaireResponse",
+        "id": "sledai-form",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{PID}"},
+        "authored": "2026-10-20T09:30:00Z",
+    }
+    assert form_query.selects(form, PID, date(2026, 10, 2))
+    assert not form_query.selects(form, PID, date(2026, 10, 21))
+    assert not form_query.selects({**form, "authored": None}, PID, date(2026, 10, 2))

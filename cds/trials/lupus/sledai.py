@@ -398,5 +398,7 @@ def _(rule: ClinicalSledai, policy: Policy) -> tuple[Read, ...]:
 
 @reads.register
 def _(rule: DerivedClinicalSledai, policy: Policy) -> tuple[Read, ...]:
-    window = Read("Observation", codes=observation_codes_of(rule.data), lookback_days=rule.recorded.window_days)
-    return (*reads(rule.recorded, policy), window)
+    days = rule.recorded.window_days
+    window = Read("Observation", codes=observation_codes_of(rule.data), lookback_days=days)
+    # a recorded total may also be a SLEDAI-2K form (`questionnaire_scores`)
+    return (*reads(rule.recorded, policy), window, Read("QuestionnaireResponse", lookback_days=days))

@@ -667,8 +667,8 @@ def _(rule: QuiescentSledai, policy: Policy) -> tuple[Read, ...]:
     d = rule.data
     renal = (d.urine_rbc, d.urine_wbc, d.protein_24h, d.upcr)
     casts = Read("Observation", codes=d.rbc_casts.codes.codes, lookback_days=days)
-    # a SLEDAI-2K QuestionnaireResponse is read when present (not fetched: see cds.engine.record)
-    return (observations(score, days, policy), casts, *labs(renal, days, policy))
+    form = Read("QuestionnaireResponse", lookback_days=days)  # a SLEDAI-2K form's total
+    return (observations(score, days, policy), casts, *labs(renal, days, policy), form)
 
 
 @reads.register

@@ -10,9 +10,7 @@ import pytest
 
 from cds.engine import evaluate
 from cds.engine.model import Flag, Status
-from cds.engine.record import OPTIONAL_TYPES, READ_TYPES, build_record
 from cds.engine.rules import Context
-from cds.engine.trial import set_strict
 from cds.trials.lupus.slicc import breakdown, classify, slicc_items
 from cds.trials.nct04582136 import TRIAL
 from cds.trials.nct04582136.sle_items import SLICC
@@ -22,16 +20,11 @@ MET, NOT, UNK = Status.MET, Status.NOT_MET, Status.UNKNOWN
 Res = list[dict[str, Any]]
 
 
-@pytest.fixture(autouse=True)
-def strict_engine():
-    set_strict(True)
-    yield
-    set_strict(False)
+pytestmark = pytest.mark.usefixtures("strict_engine")
 
 
 def ctx_of(resources: Res) -> Context:
-    record = build_record([b.patient(), *resources], patient_id=b.PID, searched=READ_TYPES + OPTIONAL_TYPES)
-    return Context(record=record, as_of=b.AS_OF, policy=TRIAL.policy)
+    return b.rule_context(resources, TRIAL.policy)
 
 
 def item(resources: Res, item_id: str) -> Any:
