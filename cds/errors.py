@@ -139,10 +139,6 @@ def combined_fhir_error(errors: list[FhirError], message: str) -> FhirError:
     return kind(message)
 
 
-#: The name of `FhirError` before the hierarchy (kept while parallel branches are merged).
-FhirServerError = FhirError
-
-
 class ServiceUnavailable(CdsError):
     """Temporary: the client should try again after `retry_after` seconds (``Retry-After``)."""
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import httpx
 
+from cds.fhirjson import resolve_local_references
 from sandbox.errors import SandboxError
 
 __all__ = ["DEFAULT_BATCH_SIZE", "JsonObject", "expunge", "load_bundles"]
@@ -81,21 +82,6 @@ def _expand_inputs(
             yield from sorted(Path(item).glob("*.json"))
         else:
             yield item
-
-
-def _rewrite_references(node: Any, aliases: Mapping[str, str]) -> Any:
-    """Replace references to an entry's fullUrl (``urn:uuid:...`` or absolute) with ``Type/id``."""
-    if isinstance(node, dict):
-        out: JsonObject = {}
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and value in aliases:
-                out[key] = aliases[value]
-            else:
-                out[key] = _rewrite_references(value, aliases)
-        return out
-    if isinstance(node, list):
-        return [_rewrite_references(v, aliases) for v in node]
-    return node
 
 
 def _references(node: Any) -> Iterator[str]:
@@ -239,7 +225,7 @@ def load_bundles(
                 if pending and len(pending) + len(unit) > batch_size:
                     flush()
                 for key in unit:
-                    pending[key] = _rewrite_references(resources[key], aliases)
+                    pending[key] = resolve_local_references(resources[key], aliases)
                     if key.startswith("Patient/"):
                         patient_ids[key.removeprefix("Patient/")] = None
             if len(pending) >= batch_size:

@@ -242,10 +242,6 @@ class FhirClient:
         return await self.bundle(url, f"a {resource_type} search")
 
 
-#: The client's name before fhirpy was dropped (kept while parallel branches are merged).
-PooledFHIRClient = FhirClient
-
-
 class FhirGateway:
     """Owns the shared httpx pool; hands out clients bound to a base URL and token."""
 
