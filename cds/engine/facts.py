@@ -567,7 +567,8 @@ def lab_values(
             continue
         for element, component in elements:
             out.append(_lab_value(ref, analyte, element, when, instant, link.ref if link else None, component))
-    out.sort(key=lambda lv: lv.order_key, reverse=True)
+    # ties (same instant) by reference, so the record's order never changes which result is shown
+    out.sort(key=lambda lv: (lv.order_key, lv.ref, lv.component or ""), reverse=True)
     return out
 
 

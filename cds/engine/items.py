@@ -290,7 +290,7 @@ def range_results(ctx: Context, codes: ValueSet, window_days: int | None) -> lis
         for comp in o.component or []:
             if (m := codes.match(comp.code)) is not None:
                 out.append((ref, t[0], comp, str(m), t))
-    out.sort(key=lambda r: r[4], reverse=True)
+    out.sort(key=lambda r: (r[4], r[0], r[3] or ""), reverse=True)  # ties by reference: order-independent
     return [(ref, day, el, comp) for ref, day, el, comp, _ in out]
 
 

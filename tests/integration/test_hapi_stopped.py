@@ -57,5 +57,5 @@ async def test_hapi_stopped_mid_run_gives_412_within_the_budget(tmp_path: Path) 
     assert second.status_code == 412, second.text
     body = second.json()
     assert body["resourceType"] == "OperationOutcome"
-    assert body["issue"][0]["code"] == "processing"
+    assert body["issue"][0]["code"] == "transient"  # a stopped server: unreachable (FHIR_OUTCOMES)
     assert elapsed < deadline + 1.0, f"answered in {elapsed:.2f} s"

@@ -17,6 +17,7 @@ from cds.cli import screen
 from cds.config import Settings
 from cds.population.run import PopulationOptions, export_plan, run_population, trial_for
 from cds.population.store import PopulationStore
+from cds.trials import REGISTERED
 
 from .compare import compare_with_screen
 from .fake_bulk import BASE, FIXTURES, FakeBulkServer, bundle_resources, ndjson_by_type
@@ -73,7 +74,7 @@ def test_unknown_trial_is_refused_by_the_cli(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as exc:
         cli_main(["population", "--fhir-server", BASE, "--trial", "nct00000000"])
     assert exc.value.code == 2
-    assert "unknown trial 'nct00000000' (known: nct04582136)" in capsys.readouterr().err
+    assert f"unknown trial 'nct00000000' (known: {', '.join(REGISTERED)})" in capsys.readouterr().err
 
 
 @respx.mock

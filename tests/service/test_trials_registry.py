@@ -103,7 +103,10 @@ async def test_two_enabled_trials_each_service_answers_for_its_own_trial_only(
     first, second = "nct04582136-prescreen", f"{FAKE_ID.lower()}-prescreen"
     async with make_client(_settings(settings), evaluator=None) as client:  # default: every registered trial
         services = (await client.get("/cds-services")).json()["services"]
-        assert [s["id"] for s in services] == [first, second]
+        assert [s["id"] for s in services] == [
+            f"{t}-prescreen" for t in cds.trials.REGISTERED
+        ]  # the fake one registered last
+        assert services[-1]["id"] == second
         cards = {}
         for service, trial in ((first, NCT04582136), (second, fake)):
             response = await client.post(f"/cds-services/{service}", json=_request(trial))

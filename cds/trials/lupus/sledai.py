@@ -181,7 +181,7 @@ def questionnaire_scores(ctx: Context, d: SledaiData, days: int) -> list[Questio
             else:
                 clinical = (clinical or 0) + value
         out.append(QuestionnaireScore(f"QuestionnaireResponse/{qr.id}", authored.latest, total, clinical, serology))
-    out.sort(key=lambda q: q.when, reverse=True)
+    out.sort(key=lambda q: (q.when, q.ref), reverse=True)  # ties by reference: order-independent
     return out
 
 
@@ -231,7 +231,8 @@ class ClinicalSledai:
             if raw.number is None or raw.comparator or raw.titre:
                 continue
             out.append((f"Observation/{o.id}", when, raw.number, raw.text, facts.obs_time(o)))
-        out.sort(key=lambda t: t[4] or (t[1], datetime.min.replace(tzinfo=UTC)), reverse=True)
+        # latest first; ties (same instant) by reference, so the record's order never decides
+        out.sort(key=lambda t: (t[4] or (t[1], datetime.min.replace(tzinfo=UTC)), t[0]), reverse=True)
         return [(ref, when, value, text) for ref, when, value, text, _ in out]
 
     def _serology_points(self, ctx: Context) -> tuple[int, int, list[Evidence]]:

@@ -175,3 +175,14 @@ def test_questionnaire_response_is_read_not_a_data_issue() -> None:
         as_of=b.AS_OF,
     )
     assert not report.data_issues
+
+
+def test_two_equal_sledai_totals_at_the_same_instant_no_longer_depend_on_record_order() -> None:
+    """Regression (found by the whole-vs-retrieved property test): two agreeing SLEDAI-2K totals on
+    the same day were shown with whichever came first in the record, so the service's query order
+    (code query, then category query) changed the report's evidence."""
+    first, second = b.sledai(0, days_ago=0), b.sledai(0, days_ago=0)
+    forward = evaluate([b.patient(), first, second], patient_id=b.PID, as_of=b.AS_OF)
+    backward = evaluate([b.patient(), second, first], patient_id=b.PID, as_of=b.AS_OF)
+    assert forward.by_id("inc-sledai") == backward.by_id("inc-sledai")
+    assert forward == backward
