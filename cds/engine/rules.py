@@ -614,6 +614,33 @@ def ckd_epi_2021(scr_mg_dl: float, age: int, female: bool) -> float:
     return round(float(egfr), 1)
 
 
+def egfr_from_creatinine(ctx: Context, creatinine: Analyte, window_days: int) -> tuple[float, Evidence] | None:
+    """eGFR (CKD-EPI 2021) from the latest creatinine in the window, with its DERIVED evidence; None
+    when it cannot be computed exactly (no usable creatinine, a range or comparator value, unknown
+    sex for clinical use, an inexact birth date)."""
+    p = ctx.record.patient
+    results = ctx.labs(creatinine, window_days)
+    sex = clinical_sex(p).sex
+    if p is None or not results or results[0].value is None or sex is None:
+        return None
+    birth = span(p.birthDate)
+    lv = results[0]
+    assert lv.value is not None
+    if birth is None or not birth.exact or lv.value.lo != lv.value.hi:
+        return None
+    egfr = ckd_epi_2021(lv.value.lo, age_on(birth.earliest, lv.when), sex == "female")
+    ev = Evidence(
+        lv.ref,
+        f"eGFR {fmt(egfr)} mL/min/{{1.73_m2}} derived (CKD-EPI 2021) from creatinine {lv.original}",
+        value=fmt(egfr),
+        unit="mL/min/{1.73_m2}",
+        date=lv.when.isoformat(),
+        original=lv.original,
+        flags=(Flag.DERIVED,),
+    )
+    return egfr, ev
+
+
 @dataclass(frozen=True)
 class Pregnancy:
     """Pregnancy or breastfeeding. Male -> not_met. Otherwise an active pregnancy/breastfeeding

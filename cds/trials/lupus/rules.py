@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 from cds.engine.definition import Analyte, Policy
 from cds.engine.facts import fmt
-from cds.engine.model import Evidence, Flag, Status
+from cds.engine.model import Status
 from cds.engine.reads import Read, labs, reads, types
-from cds.engine.rules import Context, LabTest, Outcome, ckd_epi_2021
-from cds.engine.sex import clinical_sex
-from cds.engine.timeutil import age_on, span
+from cds.engine.rules import Context, LabTest, Outcome, egfr_from_creatinine
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
 
@@ -58,28 +56,11 @@ class RenalSeverity:
     window_days: int  # the latest result of each measure within this many days
 
     def _derived_egfr(self, ctx: Context) -> Outcome | None:
-        p = ctx.record.patient
-        results = ctx.labs(self.creatinine, self.window_days)
-        sex = clinical_sex(p).sex
-        if p is None or not results or results[0].value is None or sex is None:
+        derived = egfr_from_creatinine(ctx, self.creatinine, self.window_days)
+        if derived is None:
             return None
-        birth = span(p.birthDate)
-        lv = results[0]
-        assert lv.value is not None
-        if birth is None or not birth.exact or lv.value.lo != lv.value.hi:
-            return None
-        age = age_on(birth.earliest, lv.when)
-        egfr = ckd_epi_2021(lv.value.lo, age, sex == "female")
+        egfr, ev = derived
         decided = egfr < self.egfr_threshold
-        ev = Evidence(
-            lv.ref,
-            f"eGFR {fmt(egfr)} mL/min/{{1.73_m2}} derived (CKD-EPI 2021) from creatinine {lv.original}",
-            value=fmt(egfr),
-            unit="mL/min/{1.73_m2}",
-            date=lv.when.isoformat(),
-            original=lv.original,
-            flags=(Flag.DERIVED,),
-        )
         verb = "<" if decided else ">="
         return Outcome(
             MET if decided else NOT_MET, f"derived eGFR {fmt(egfr)} {verb} {fmt(self.egfr_threshold)}", (ev,)

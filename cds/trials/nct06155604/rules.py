@@ -32,10 +32,9 @@ from cds.engine.rules import (
     DrugExposure,
     Outcome,
     StableRegimen,
-    ckd_epi_2021,
+    egfr_from_creatinine,
 )
-from cds.engine.sex import clinical_sex
-from cds.engine.timeutil import age_on, span
+from cds.engine.timeutil import span
 from cds.trials.lupus.sledai import ClinicalSledai, SledaiData, questionnaire_scores, sledai_items
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
@@ -248,29 +247,13 @@ class LabInRange:
 
     def _derived(self, ctx: Context) -> Outcome | None:
         assert self.derived_from is not None
-        p = ctx.record.patient
-        results = ctx.labs(self.derived_from, self.days)
-        sex = clinical_sex(p).sex
-        if p is None or not results or results[0].value is None or sex is None:
+        derived = egfr_from_creatinine(ctx, self.derived_from, self.days)
+        if derived is None:
             return None
-        birth = span(p.birthDate)
-        lv = results[0]
-        assert lv.value is not None
-        if birth is None or not birth.exact or lv.value.lo != lv.value.hi:
-            return None
-        egfr = ckd_epi_2021(lv.value.lo, age_on(birth.earliest, lv.when), sex == "female")
+        egfr, ev = derived
         status = self._judge(facts.Interval.point(egfr))
-        ev = Evidence(
-            lv.ref,
-            f"eGFR {fmt(egfr)} mL/min/{{1.73_m2}} derived (CKD-EPI 2021) from creatinine {lv.original}",
-            value=fmt(egfr),
-            unit="mL/min/{1.73_m2}",
-            date=lv.when.isoformat(),
-            original=lv.original,
-            flags=(Flag.DERIVED,),
-        )
         verb = "within" if status is MET else "outside"
-        return Outcome(status, f"derived eGFR {fmt(egfr)} on {lv.when} is {verb} {self.describe()}", (ev,))
+        return Outcome(status, f"derived eGFR {fmt(egfr)} on {ev.date} is {verb} {self.describe()}", (ev,))
 
 
 # ---------------------------------------------------------------------------------------------
