@@ -10,7 +10,8 @@ fixed chunks, each one Synthea run with its own seed (`SEED + chunk`) and clinic
 thread per run (Synthea shares its clinician random generator between threads), and a fixed reference
 and end date; chunks run two at a time (one per core). Output: Synthea's Bulk Data NDJSON
 (`exporter.fhir.bulk_data`), limited with `exporter.fhir.included_resources` to the types the trials
-read (Synthea always adds Encounter), two years of history.
+read (Synthea always adds Encounter), two years of history, plus the Organization, Location and
+Practitioner files the patients' resources refer to (so a FHIR server accepts them).
 
 The cache is `$CDS_BENCH_CACHE` (default `~/.cache/cds-bench`)/`synthea-<patients>-<seed>/`: one
 `chunk-NNN/` per run, written to a temporary directory and renamed when the run succeeded, so an
@@ -64,8 +65,9 @@ OPTIONS = (
     "--exporter.text.export=false",
     "--exporter.cpcds.export=false",
     "--exporter.bfd.export=false",
-    "--exporter.hospital.fhir.export=false",
-    "--exporter.practitioner.fhir.export=false",
+    # Organizations, Locations and Practitioners: the patients' resources refer to them (by identifier)
+    "--exporter.hospital.fhir.export=true",
+    "--exporter.practitioner.fhir.export=true",
     "--exporter.groups.fhir.export=false",
     "--exporter.metadata.export=false",
     "--exporter.clinical_note.export=false",
@@ -153,7 +155,7 @@ def ndjson_files(root: Path) -> dict[str, list[Path]]:
     """The population's NDJSON files by resource type (all chunks)."""
     files: dict[str, list[Path]] = {}
     for path in sorted(root.glob("chunk-*/fhir/*.ndjson")):
-        files.setdefault(path.stem, []).append(path)
+        files.setdefault(path.name.split(".")[0], []).append(path)  # Organization.<time>.ndjson
     return files
 
 
