@@ -283,6 +283,17 @@ def parse_instant(value: object) -> datetime | None:
 # codings
 
 
+def observation_key(reference: str) -> str | None:
+    """ "Observation/<id>" for a reference naming an Observation (relative, absolute, or with
+    `_history`), else None: how a DiagnosticReport's `result` is matched to the record's results."""
+    parts = reference.split("/")
+    if len(parts) >= 2 and "Observation" in parts:
+        i = len(parts) - 1 - parts[::-1].index("Observation")
+        if i + 1 < len(parts):
+            return f"Observation/{parts[i + 1]}"
+    return None
+
+
 def codings(concept: Any) -> list[Mapping[str, Any]]:
     """The Coding objects of a CodeableConcept (junk skipped)."""
     raw = concept.get("coding") if isinstance(concept, Mapping) else None

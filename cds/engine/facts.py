@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from cds.engine.definition import (
 from cds.engine.model import Evidence, Flag
 from cds.engine.record import PatientRecord
 from cds.engine.timeutil import Span, span
+from cds.fhirjson import observation_key
 
 # ---------------------------------------------------------------------------------------------
 # Intervals: a value with a comparator ("<10") is a range; tests on it may be undecidable.
@@ -416,15 +418,10 @@ def report_index(record: PatientRecord) -> dict[str, ReportLink]:
             t = _instant_of(dr.issued)
         link = ReportLink(f"DiagnosticReport/{dr.id}", dr.status, t)
         for r in dr.result or []:
-            target = r.reference or ""
-            parts = target.split("/")
-            if len(parts) >= 2 and "Observation" in parts:
-                i = len(parts) - 1 - parts[::-1].index("Observation")
-                if i + 1 < len(parts):
-                    key = f"Observation/{parts[i + 1]}"
-                    # a withdrawn report wins over any other listing of the same result
-                    if key not in index or link.status in _REPORT_WITHDRAWN:
-                        index[key] = link
+            key = observation_key(r.reference or "")
+            # a withdrawn report wins over any other listing of the same result
+            if key is not None and (key not in index or link.status in _REPORT_WITHDRAWN):
+                index[key] = link
     record.cache["report-index"] = index
     return index
 
@@ -1086,6 +1083,48 @@ def medication_activity_dates(record: PatientRecord) -> list[date]:
         v = ma.effectiveDateTime or (ma.effectivePeriod.end if ma.effectivePeriod else None)
         if (s := span(v)) is not None:
             out.append(s.latest)
+    out.extend(record.medication_activity)  # of the resources the pre-filter did not validate
+    return out
+
+
+def raw_medication_activity(rtype: str, raw: Mapping[str, Any]) -> list[date] | None:
+    """`medication_activity_dates` for one raw medication resource that is not validated (the
+    pre-filter dropped it: no criterion's drug). None when a field it reads is not plain JSON of
+    the expected shape: the caller then validates the resource instead."""
+    status = raw.get("status")
+    if not isinstance(status, str):
+        return None
+    values: list[object]
+    if rtype == "MedicationStatement":
+        ignored, ongoing = _MS_IGNORED, _MS_ONGOING
+        period = raw.get("effectivePeriod", {})
+        if not isinstance(period, Mapping):
+            return None
+        values = [raw.get("dateAsserted"), raw.get("effectiveDateTime"), period.get("end"), period.get("start")]
+    elif rtype == "MedicationRequest":
+        ignored, ongoing = _MR_IGNORED, _MR_ONGOING
+        values = [raw.get("authoredOn")]
+    elif rtype == "MedicationDispense":
+        ignored, ongoing = _MD_IGNORED, frozenset()
+        values = [raw.get("whenHandedOver") or raw.get("whenPrepared")]
+    elif rtype == "MedicationAdministration":
+        ignored, ongoing = _MA_IGNORED, frozenset()
+        period = raw.get("effectivePeriod", {})
+        if not isinstance(period, Mapping):
+            return None
+        values = [raw.get("effectiveDateTime") or period.get("end")]
+    else:
+        return None
+    if status in ignored:
+        return []
+    out = [date.max] if status in ongoing else []
+    for v in values:
+        if v is None:
+            continue
+        s = span(v) if isinstance(v, str) else None
+        if s is None:
+            return None
+        out.append(s.latest)
     return out
 
 

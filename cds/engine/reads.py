@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from cds.engine.definition import Analyte, Policy, ValueSet
+from cds.engine.definition import Analyte, Drug, Policy, ValueSet
 from cds.engine.items import RangeTest
 from cds.engine.record import MEDICATION_TYPES
 from cds.engine.rules import (
@@ -50,13 +51,26 @@ from cds.engine.rules import (
 class Read:
     """One kind of data a rule reads. For Observations: `codes` (system, code) it selects by; `text`
     a pattern it recognises in `code.text` / `coding.display` of Observations in `categories`
-    (system, code); `lookback_days` how far before the as-of date (None: any time)."""
+    (system, code); `lookback_days` how far before the as-of date (None: any time).
+
+    For other types, a read is of every resource of the type unless narrowed: `match`, only the
+    resources whose code (a Procedure's also by category, an AllergyIntolerance's also by reaction
+    substance) is in the value set; `listing_results`, only the DiagnosticReports whose `result`
+    lists an Observation the record keeps (a report is read only as the link to its results: its
+    status and time). The engine validates only what some read of the type can use
+    (`cds.engine.trial.Trial.keep`); one un-narrowed read of a type keeps all of it."""
 
     resource_type: str
     codes: frozenset[tuple[str, str]] = frozenset()
     categories: frozenset[tuple[str, str]] = frozenset()
     text: re.Pattern[str] | None = None
     lookback_days: int | None = None
+    match: ValueSet | None = None
+    listing_results: bool = False
+
+    @property
+    def narrowed(self) -> bool:
+        return self.match is not None or self.listing_results
 
 
 def types(*resource_types: str) -> tuple[Read, ...]:
@@ -64,9 +78,44 @@ def types(*resource_types: str) -> tuple[Read, ...]:
     return tuple(Read(t) for t in resource_types)
 
 
-def medications() -> tuple[Read, ...]:
-    """Every medication resource type."""
-    return types(*sorted(MEDICATION_TYPES))
+def value_sets_in(data: object) -> ValueSet:
+    """Every value set a rule (or a data table of items) holds, at any depth, as one: a rule that
+    matches a record's Conditions, Procedures or allergies only through its own value sets reads
+    at most the resources this union matches."""
+    found: list[ValueSet] = []
+    seen: set[int] = set()
+
+    def walk(value: object) -> None:
+        if id(value) in seen or isinstance(value, str | int | float | bool | re.Pattern) or value is None:
+            return
+        seen.add(id(value))
+        if isinstance(value, ValueSet):
+            found.append(value)
+        elif isinstance(value, Drug):
+            found.append(value.value_set)  # its products' codes, extra codes and name pattern
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name))
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, Iterable):
+            for v in value:
+                walk(v)
+
+    walk(data)
+    return functools.reduce(operator.or_, found, ValueSet(f"value sets of {type(data).__name__}"))
+
+
+def matching(data: object, *resource_types: str) -> tuple[Read, ...]:
+    """Reads of `resource_types` narrowed to what the value sets in `data` (a rule) match."""
+    vs = value_sets_in(data)
+    return tuple(Read(t, match=vs) for t in resource_types)
+
+
+def medications(rule: object) -> tuple[Read, ...]:
+    """Every medication resource type, narrowed to the drugs (and value sets) `rule` holds."""
+    return matching(rule, *sorted(MEDICATION_TYPES))
 
 
 def observations(vs: ValueSet, days: int | None, policy: Policy) -> Read:
@@ -86,7 +135,7 @@ def labs(analytes: Iterable[Analyte], days: int, policy: Policy) -> tuple[Read, 
     error withdraws its results)."""
     return (
         *(observations(a.fetched_by, days, policy) for a in analytes),
-        Read("DiagnosticReport", lookback_days=days),
+        Read("DiagnosticReport", lookback_days=days, listing_results=True),
     )
 
 
@@ -114,12 +163,14 @@ def _(rule: AgeRange, policy: Policy) -> tuple[Read, ...]:
 @reads.register(DiagnosisAge)
 @reads.register(Malignancy)
 def _(rule: object, policy: Policy) -> tuple[Read, ...]:
-    return types("Patient", "Condition")
+    return (*types("Patient"), *matching(rule, "Condition"))
 
 
 @reads.register
 def _(rule: ConditionPresent, policy: Policy) -> tuple[Read, ...]:
-    return types("Condition", "Procedure") if rule.also_procedures is not None else types("Condition")
+    if rule.also_procedures is not None:
+        return matching(rule, "Condition", "Procedure")
+    return matching(rule, "Condition")
 
 
 @reads.register
@@ -137,13 +188,13 @@ def _(rule: LabTest, policy: Policy) -> tuple[Read, ...]:
 
 @reads.register
 def _(rule: Pregnancy, policy: Policy) -> tuple[Read, ...]:
-    return (*types("Patient", "Condition"), *labs((rule.tests,), rule.window_days, policy))
+    return (*types("Patient"), *matching(rule, "Condition"), *labs((rule.tests,), rule.window_days, policy))
 
 
 def _drug_reads(rule: DrugExposure) -> tuple[Read, ...]:
-    extra = types("AllergyIntolerance") if rule.allergy is not None else ()
-    extra += types("Procedure") if rule.review_procedures is not None else ()
-    return (*medications(), *extra)
+    extra = matching(rule.allergy, "AllergyIntolerance") if rule.allergy is not None else ()
+    extra += matching(rule.review_procedures, "Procedure") if rule.review_procedures is not None else ()
+    return (*medications(rule), *extra)
 
 
 @reads.register
@@ -154,7 +205,7 @@ def _(rule: DrugExposure, policy: Policy) -> tuple[Read, ...]:
 @reads.register
 def _(rule: AntiInfectiveTreatment, policy: Policy) -> tuple[Read, ...]:
     # the infections recorded decide treatment vs prophylaxis
-    return (*_drug_reads(rule), *(types("Condition") if rule.infections is not None else ()))
+    return (*_drug_reads(rule), *(matching(rule.infections, "Condition") if rule.infections is not None else ()))
 
 
 def observation_codes_of(data: object) -> frozenset[tuple[str, str]]:
@@ -174,14 +225,14 @@ def observation_codes_of(data: object) -> frozenset[tuple[str, str]]:
 @reads.register(SteroidDoseAbove)
 @reads.register(StableRegimen)
 def _(rule: object, policy: Policy) -> tuple[Read, ...]:
-    return medications()
+    return medications(rule)
 
 
 @reads.register
 def _(rule: SteroidRequiringCondition, policy: Policy) -> tuple[Read, ...]:
-    return (*types("Condition"), *medications())
+    return (*matching(rule, "Condition"), *medications(rule))
 
 
 @reads.register
 def _(rule: RecentSurgery, policy: Policy) -> tuple[Read, ...]:
-    return types("Procedure")
+    return matching(rule, "Procedure")  # by code or by category

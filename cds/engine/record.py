@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -58,11 +59,21 @@ class PatientRecord:
     medications: dict[str, Any] = field(default_factory=dict)  # "Medication/<id>" -> model
     searched: frozenset[str] = frozenset()
     issues: list[DataIssue] = field(default_factory=list)
+    # Resources received per type (about this patient), before the pre-filter kept what the
+    # criteria can read: what "N searched" evidence counts.
+    received: dict[str, int] = field(default_factory=dict)
+    # Activity dates of medication resources the pre-filter did not validate (no criterion's drug):
+    # they still tell whether the medication list is current (`facts.medication_activity_dates`).
+    medication_activity: list[date] = field(default_factory=list)
     # Facts derived from the whole record once (e.g. the DiagnosticReport index); engine-internal.
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def of(self, resource_type: str) -> list[Any]:
         return self.resources.get(resource_type, [])
+
+    def count(self, resource_type: str) -> int:
+        """How many resources of the type were received for this patient (kept or not)."""
+        return self.received.get(resource_type, 0)
 
     def has_searched(self, *types: str) -> bool:
         return all(t in self.searched for t in types)
@@ -131,6 +142,7 @@ def build_record(
             record.issues.append(DataIssue(_ref_of(raw), "not about this patient", DataIssueKind.WRONG_PATIENT, rtype))
             continue
         present.add(rtype)
+        record.received[rtype] = record.received.get(rtype, 0) + 1
         if keep is not None and not keep(rtype, raw):
             continue
         try:

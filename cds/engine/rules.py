@@ -322,7 +322,7 @@ class CodedDiagnosis:
         return Outcome(
             NOT_MET,
             f"no {self.label} diagnosis recorded",
-            (Evidence("Condition", f"{len(ctx.record.of('Condition'))} conditions searched, none match"),),
+            (Evidence("Condition", f"{ctx.record.count('Condition')} conditions searched, none match"),),
         )
 
 
@@ -1041,7 +1041,7 @@ class RecentSurgery:
         return Outcome(
             NOT_MET,
             f"no surgery recorded within {self.days} days",
-            (Evidence("Procedure", f"{len(ctx.record.of('Procedure'))} procedures searched"),),
+            (Evidence("Procedure", f"{ctx.record.count('Procedure')} procedures searched"),),
         )
 
 

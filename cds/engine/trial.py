@@ -5,19 +5,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import operator
 import traceback
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 from cds.engine.definition import Analyte, Policy, ValueSet
+from cds.engine.facts import raw_medication_activity
 from cds.engine.model import CriterionResult, Evidence, Kind, Report, Status
 from cds.engine.reads import Read, reads
-from cds.engine.record import PatientRecord, build_record
+from cds.engine.record import MEDICATION_TYPES, PatientRecord, build_record
 from cds.engine.rules import Context, Outcome, Rule
 from cds.engine.timeutil import span
-from cds.fhirjson import codes, coding_pairs, codings
+from cds.fhirjson import codes, coding_pairs, codings, observation_key
 
 log = logging.getLogger("cds.engine")
 
@@ -156,23 +158,33 @@ class Trial:
         cutoff = self.observation_cutoff(as_of)
         return _dated_on_or_after(raw, cutoff, cutoff.isoformat())
 
-    def keep(self, as_of: date) -> Callable[[str, Mapping[str, Any]], bool]:
-        """The raw pre-filter `evaluate` passes to `build_record`: only the Observations the
-        criteria can read (a code read over the whole record; else by date on `as_of`, then by
-        code); every other resource is kept."""
-        cutoff = self.observation_cutoff(as_of)
-        cutoff_text = cutoff.isoformat()
+    @functools.cached_property
+    def _narrowed_reads(self) -> dict[str, tuple[Read, ...]]:
+        """Per resource type other than Observation and Patient: its reads, when every one of them
+        is narrowed (`Read.match` / `Read.listing_results`); a type with one un-narrowed read is
+        kept whole and is not listed."""
+        by_type: dict[str, list[Read]] = {}
+        for r in self.reads:
+            if r.resource_type not in ("Observation", "Patient"):
+                by_type.setdefault(r.resource_type, []).append(r)
+        return {t: tuple(rs) for t, rs in by_type.items() if all(r.narrowed for r in rs)}
 
-        history = frozenset(self.observation_history_codes)
+    @functools.cached_property
+    def _narrowed(self) -> dict[str, _Narrowed]:
+        """`_narrowed_reads` folded per type: one value set (the union) and whether reports are
+        read through their results."""
+        out: dict[str, _Narrowed] = {}
+        for rtype, rs in self._narrowed_reads.items():
+            sets = [r.match for r in rs if r.match is not None]
+            union = functools.reduce(operator.or_, sets) if sets else None
+            out[rtype] = _Narrowed(union, any(r.listing_results for r in rs))
+        return out
 
-        def keep(rtype: str, raw: Mapping[str, Any]) -> bool:
-            if rtype != "Observation":
-                return True
-            if history and coding_pairs([raw.get("code")]) & history:
-                return True  # read whatever its date (the history query has no date bound)
-            return _dated_on_or_after(raw, cutoff, cutoff_text) and self.observation_is_relevant(raw)
-
-        return keep
+    def keep(self, as_of: date, resources: Iterable[Mapping[str, Any]] | None = None) -> Prefilter:
+        """The raw pre-filter `evaluate` passes to `build_record`: only what some criterion can read
+        (`Prefilter`); `resources`, the whole record, lets it follow references (a medication's
+        Medication, a report's results), else what needs them is kept."""
+        return Prefilter(self, as_of, resources)
 
     def not_applicable(self, conditions: Iterable[Mapping[str, Any]]) -> bool:
         """True when no usable Condition carries an applicability code (raw JSON, no model building).
@@ -210,14 +222,16 @@ class Trial:
         applicability code at all), so nothing else needs to be validated or evaluated.
 
         Conservative: Conditions must have been searched and read completely, and every Condition
-        record must be valid and about this patient (otherwise the full path reports the issue).
+        record the criteria can read (the `Prefilter`'s) must be valid and about this patient
+        (otherwise the full path reports the issue).
         """
         if "Condition" not in searched or "Condition" in incomplete:
             return False
         conditions = [r for r in resources if isinstance(r, Mapping) and r.get("resourceType") == "Condition"]
         if not self.not_applicable(conditions):
             return False
-        return not build_record(conditions, patient_id=patient_id, searched=("Condition",)).issues
+        keep = Prefilter(self, None, conditions)  # Conditions are kept whatever the as-of date
+        return not build_record(conditions, patient_id=patient_id, searched=("Condition",), keep=keep).issues
 
     @functools.cached_property
     def _relevant_codes(self) -> frozenset[tuple[str | None, str | None]]:
@@ -263,10 +277,191 @@ class Trial:
         searched: Collection[str] | None = None,
         incomplete: Collection[str] = (),
     ) -> Report:
-        record = build_record(resources, patient_id=patient_id, searched=searched, keep=self.keep(as_of))
+        resources = resources if isinstance(resources, list | tuple) else list(resources)
+        keep = self.keep(as_of, resources)
+        record = build_record(resources, patient_id=patient_id, searched=searched, keep=keep)
+        record.medication_activity.extend(keep.medication_activity)
         if incomplete:
             record.searched = record.searched - frozenset(incomplete)
         return self.evaluate_record(record, as_of, incomplete)
+
+
+class _Narrowed:
+    """What the narrowed reads of one resource type use: codes and text of `match` (their union),
+    and for reports the results they list."""
+
+    def __init__(self, match: ValueSet | None, listing_results: bool) -> None:
+        self.match = match
+        self.listing_results = listing_results
+        # the union's text pattern is long and a chart repeats its texts: each is searched once
+        self.text_matches = functools.lru_cache(maxsize=65536)(self._text_matches)
+
+    def _text_matches(self, text: str) -> bool:
+        return self.match is not None and self.match.match_text([text]) is not None
+
+
+class Prefilter:
+    """Which raw resources the criteria can read, decided on raw JSON before any model is built.
+
+    Observations: a code read over the whole record; else by date on the as-of date, then by code.
+    Other types whose reads are all narrowed (`Read.match`: by code, a medication's by its drug
+    concept or its Medication's code and ingredients; `Read.listing_results`: the DiagnosticReports
+    that list a kept Observation). Every other resource is kept, and so is anything whose code,
+    medication or result list cannot be read as plain JSON (validation reports it). A dropped
+    medication resource still gives its activity dates (`medication_activity`), which tell whether
+    the medication list is current."""
+
+    def __init__(self, trial: Trial, as_of: date | None, resources: Iterable[Mapping[str, Any]] | None) -> None:
+        """`as_of` None: Observations are kept whatever their date (only codes decide)."""
+        cutoff = trial.observation_cutoff(as_of) if as_of is not None else None
+        self._trial = trial
+        self._cutoff = cutoff
+        self._cutoff_text = cutoff.isoformat() if cutoff is not None else ""
+        self._history = frozenset(trial.observation_history_codes)
+        self._narrowed = trial._narrowed
+        self.medication_activity: list[date] = []
+        self._kept_results: frozenset[str] | None = None
+        self._medications: dict[str, Mapping[str, Any]] | None = None
+        self._kept_observations: set[int] | None = None
+        if resources is None:
+            return
+        raws = [r for r in resources if isinstance(r, Mapping)]
+        kept = [raw for raw in raws if raw.get("resourceType") == "Observation" and self._keep_observation(raw)]
+        self._kept_observations = {id(raw) for raw in kept}  # decided once, looked up by `__call__`
+        self._kept_results = frozenset(f"Observation/{raw.get('id')}" for raw in kept)
+        self._medications = {
+            f"Medication/{raw['id']}": raw
+            for raw in raws
+            if raw.get("resourceType") == "Medication" and isinstance(raw.get("id"), str)
+        }
+
+    def _keep_observation(self, raw: Mapping[str, Any]) -> bool:
+        if self._history and coding_pairs([raw.get("code")]) & self._history:
+            return True  # read whatever its date (the history query has no date bound)
+        in_reach = self._cutoff is None or _dated_on_or_after(raw, self._cutoff, self._cutoff_text)
+        return in_reach and self._trial.observation_is_relevant(raw)
+
+    def __call__(self, rtype: str, raw: Mapping[str, Any]) -> bool:
+        if rtype == "Observation":
+            if self._kept_observations is not None:
+                return id(raw) in self._kept_observations
+            return self._keep_observation(raw)
+        narrowed = self._narrowed.get(rtype)
+        if narrowed is None:
+            return True
+        concepts = self._concepts(rtype, raw)
+        if concepts is None or self._accepts(narrowed, concepts, raw):
+            return True
+        if rtype in MEDICATION_TYPES:
+            activity = raw_medication_activity(rtype, raw)
+            if activity is None:
+                return True
+            self.medication_activity.extend(activity)
+        return False
+
+    def _accepts(self, narrowed: _Narrowed, concepts: list[Mapping[str, Any]], raw: Mapping[str, Any]) -> bool:
+        if narrowed.listing_results and self._lists_kept_result(raw):
+            return True
+        if narrowed.match is None:
+            return False
+        for concept in concepts:
+            if narrowed.match.match_codings(sorted(coding_pairs(concept))) is not None:
+                return True
+        texts = {
+            t for concept in concepts for t in (concept.get("text"), *(c.get("display") for c in codings(concept)))
+        }
+        return any(narrowed.text_matches(t) for t in texts if isinstance(t, str))
+
+    def _lists_kept_result(self, raw: Mapping[str, Any]) -> bool:
+        if self._kept_results is None:
+            return True
+        results = raw.get("result")
+        if results is None:
+            return False  # lists nothing: links no result
+        if not isinstance(results, list):
+            return True
+        for item in results:
+            ref = item.get("reference") if isinstance(item, Mapping) else None
+            if not isinstance(ref, str):
+                return True
+            key = observation_key(ref)
+            if key is None or key in self._kept_results:
+                return True
+        return False
+
+    def _concepts(self, rtype: str, raw: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+        """The CodeableConcepts a narrowed read matches (R4: Procedure.category is one concept; a
+        report's conclusion text counts as a concept's text); None when one of them is not plain
+        JSON or a medication's Medication cannot be found."""
+        found: list[Any]
+        if rtype == "Procedure":
+            found = [raw.get("code"), raw.get("category")]
+        elif rtype == "AllergyIntolerance":
+            reaction = raw.get("reaction", [])
+            if not isinstance(reaction, list):
+                return None
+            found = [raw.get("code"), *(r.get("substance") if isinstance(r, Mapping) else r for r in reaction)]
+        elif rtype == "DiagnosticReport":
+            conclusion = raw.get("conclusion")
+            coded = raw.get("conclusionCode", [])
+            if not isinstance(coded, list) or not isinstance(conclusion, str | None):
+                return None
+            found = [raw.get("code"), *coded, {"text": conclusion} if conclusion is not None else None]
+        elif rtype in MEDICATION_TYPES:
+            medication = self._medication_of(raw)
+            if medication is None:
+                return None
+            found = medication
+        else:
+            found = [raw.get("code")]
+        out: list[Mapping[str, Any]] = []
+        for concept in found:
+            if concept is None:
+                continue
+            if not isinstance(concept, Mapping):
+                return None
+            coding = concept.get("coding", [])
+            if not isinstance(coding, list) or len(codings(concept)) != len(coding):
+                return None
+            out.append(concept)
+        return out
+
+    def _medication_of(self, raw: Mapping[str, Any]) -> list[Any] | None:
+        """The drug concepts of a medication resource, as `facts._medication_concept` reads them:
+        its medicationCodeableConcept, else its Medication's code and ingredient items (contained
+        or in the record)."""
+        concept = raw.get("medicationCodeableConcept")
+        if concept is not None:
+            return [concept]
+        reference = raw.get("medicationReference")
+        if reference is None:
+            return []  # no drug: never an exposure
+        if not isinstance(reference, Mapping):
+            return None
+        ref = reference.get("reference")
+        if ref is None:
+            return []
+        if not isinstance(ref, str):
+            return None
+        medication: object = None
+        if ref.startswith("#"):
+            contained = raw.get("contained", [])
+            if not isinstance(contained, list):
+                return None
+            for c in contained:
+                if isinstance(c, Mapping) and c.get("resourceType") == "Medication" and f"#{c.get('id')}" == ref:
+                    medication = c
+        elif self._medications is not None:
+            medication = self._medications.get(ref) or self._medications.get("Medication/" + ref.rsplit("/", 1)[-1])
+        if medication is None:
+            return None if self._medications is None or ref.startswith("#") else []
+        if not isinstance(medication, Mapping):
+            return None
+        ingredients = medication.get("ingredient", [])
+        if not isinstance(ingredients, list):
+            return None
+        items = [i.get("itemCodeableConcept") if isinstance(i, Mapping) else i for i in ingredients]
+        return [medication.get("code"), *items]
 
 
 def _dated_on_or_after(raw: Mapping[str, Any], cutoff: date, cutoff_text: str) -> bool:

@@ -60,14 +60,46 @@ async def test_non_lupus_patient_skips_the_engine(make_client: Any, settings: Se
     assert counting.calls == 0
 
 
-async def test_an_invalid_condition_never_takes_the_fast_path(make_client: Any, settings: Settings) -> None:
+async def test_an_invalid_condition_the_criteria_read_never_takes_the_fast_path(
+    make_client: Any, settings: Settings
+) -> None:
     request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=None)
     conditions = request["prefetch"]["conditions"]["entry"]
     conditions[0]["resource"]["onsetDateTime"] = "not a date"
+    conditions[0]["resource"]["code"] = {"coding": [{"system": "http://snomed.info/sct", "code": "77386006"}]}
     counting = CountingEvaluator()
     async with make_client(settings, evaluator=counting) as client:
         await client.post(SERVICE, json=request)
     assert counting.calls == 1
+
+
+async def test_an_invalid_condition_no_criterion_reads_still_takes_the_fast_path(
+    make_client: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full evaluation never validates a Condition no criterion can read (the engine's
+    pre-filter), so such a record cannot change its answer: the fast path answers the same."""
+    request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=None)
+    conditions = request["prefetch"]["conditions"]["entry"]
+    conditions.append(
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": "c-employment",
+                "subject": {"reference": "Patient/real-non-lupus"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "160903007"}]},
+                "onsetDateTime": "not a date",
+            }
+        }
+    )
+    counting = CountingEvaluator()
+    async with make_client(settings, evaluator=counting) as client:
+        fast = await client.post(SERVICE, json=request)
+    assert counting.calls == 0
+    monkeypatch.setattr(type(TRIAL), "certainly_excluded_without_evaluation", lambda *a, **k: False)
+    async with make_client(settings, evaluator=default_evaluator(TRIAL)) as client:
+        full = await client.post(SERVICE, json=request)
+    assert fast.status_code == full.status_code == 200
+    assert fast.json() == full.json() == {"cards": []}
 
 
 async def test_fallback_observation_search_is_bounded_by_the_lookback(

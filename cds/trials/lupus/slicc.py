@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from cds.engine import items as it
 from cds.engine.definition import Analyte, Policy, ValueSet
 from cds.engine.model import Evidence, Flag, ItemResult, Status
-from cds.engine.reads import Read, observation_codes_of, reads, types
+from cds.engine.reads import Read, matching, observation_codes_of, reads
 from cds.engine.rules import CodedDiagnosis, Context, Outcome
 
 MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
@@ -255,4 +255,4 @@ class SliccDiagnosis:
 def _(rule: SliccDiagnosis, policy: Policy) -> tuple[Read, ...]:
     # SLICC items are cumulative over the record: their tests are read whatever their date
     history = Read("Observation", codes=observation_codes_of(rule.data), lookback_days=None)
-    return (*reads(rule.coded, policy), *types("Condition"), history)
+    return (*reads(rule.coded, policy), *matching(rule, "Condition"), history)

@@ -24,7 +24,7 @@ from cds.engine import facts
 from cds.engine.definition import SYSTEMIC_ROUTES, Analyte, Drug, Policy, RouteClass, ValueSet
 from cds.engine.facts import ConditionFact, Exposure, LabValue, fmt
 from cds.engine.model import Evidence, Flag, Status
-from cds.engine.reads import Read, labs, observations, reads
+from cds.engine.reads import Read, labs, matching, medications, observations, reads
 from cds.engine.record import MEDICATION_TYPES
 from cds.engine.rules import (
     Context,
@@ -141,7 +141,7 @@ class BiopsyProvenLupusNephritis:
             return Outcome(
                 NOT_MET,
                 "no lupus nephritis recorded",
-                (Evidence("Condition", f"{len(ctx.record.of('Condition'))} conditions searched, none match"),),
+                (Evidence("Condition", f"{ctx.record.count('Condition')} conditions searched, none match"),),
             )
         ln = _usable(nephritis)
         if not ln:
@@ -628,13 +628,10 @@ def _types(*types: str) -> tuple[Read, ...]:
     return tuple(Read(t) for t in types)
 
 
-def _medications() -> tuple[Read, ...]:
-    return _types(*sorted(MEDICATION_TYPES))
-
-
 @reads.register
 def _(rule: BiopsyProvenLupusNephritis, policy: Policy) -> tuple[Read, ...]:
-    return _types("Patient", "Condition", "Procedure", "DiagnosticReport")
+    # reports: by code (a kidney biopsy) or by a class in their conclusion (codes or text)
+    return (*_types("Patient"), *matching(rule, "Condition", "Procedure", "DiagnosticReport"))
 
 
 @reads.register
@@ -656,17 +653,17 @@ def _(rule: QuiescentSledai, policy: Policy) -> tuple[Read, ...]:
 
 @reads.register
 def _(rule: MaintenanceRegimen, policy: Policy) -> tuple[Read, ...]:
-    return _medications()
+    return medications(rule)
 
 
 @reads.register
 def _(rule: RenalReplacement, policy: Policy) -> tuple[Read, ...]:
-    return _types("Condition", "Procedure")
+    return matching(rule, "Condition", "Procedure")
 
 
 @reads.register
 def _(rule: RecurrentInfection, policy: Policy) -> tuple[Read, ...]:
-    return (*_types("Condition"), *_medications())
+    return (*matching(rule, "Condition"), *medications(rule))
 
 
 RULE_TYPES: tuple[type[Any], ...] = (
