@@ -159,17 +159,22 @@ def test_unrelated_conditions_and_procedures_are_counted_but_not_validated() -> 
     assert fast.to_json() == slow_report(TRIAL, record, b.PID, None, b.AS_OF)
 
 
+def _report(rid: str, status: str = "final", **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "DiagnosticReport",
+        "id": rid,
+        "status": status,
+        "subject": {"reference": f"Patient/{b.PID}"},
+        **fields,
+    }
+
+
 def test_a_report_is_kept_only_when_it_lists_a_kept_result() -> None:
     record = b.base_record()
     kept_obs = next(r for r in record if r["resourceType"] == "Observation")
-    listing = {
-        "resourceType": "DiagnosticReport",
-        "id": "dr-1",
-        "status": "entered-in-error",
-        "code": {"text": "panel"},
-        "subject": {"reference": f"Patient/{b.PID}"},
-        "result": [{"reference": f"Observation/{kept_obs['id']}"}],
-    }
+    listing = _report(
+        "dr-1", "entered-in-error", code={"text": "panel"}, result=[{"reference": f"Observation/{kept_obs['id']}"}]
+    )
     other = {**listing, "id": "dr-2", "result": [{"reference": "Observation/not-in-the-record"}]}
     keep = TRIAL.keep(b.AS_OF, [*record, listing, other])
     assert keep("DiagnosticReport", listing)
@@ -180,15 +185,12 @@ def test_a_report_is_kept_only_when_it_lists_a_kept_result() -> None:
 
 
 def test_a_report_naming_a_lupus_nephritis_class_only_in_its_conclusion_is_kept_for_the_second_trial() -> None:
-    report = {
-        "resourceType": "DiagnosticReport",
-        "id": "dr-renal",
-        "status": "final",
-        "code": {"text": "Pathology report"},
-        "subject": {"reference": f"Patient/{b.PID}"},
-        "effectiveDateTime": "2019-05-02",
-        "conclusion": "Lupus nephritis ISN/RPS class IV-G (A)",
-    }
+    report = _report(
+        "dr-renal",
+        code={"text": "Pathology report"},
+        effectiveDateTime="2019-05-02",
+        conclusion="Lupus nephritis ISN/RPS class IV-G (A)",
+    )
     lipids = {**report, "id": "dr-lipids", "code": {"text": "Lipid panel"}, "conclusion": "LDL above goal"}
     record = [*b.base_record(), report, lipids]
     keep = SECOND.keep(b.AS_OF, record)
