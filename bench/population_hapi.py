@@ -391,8 +391,23 @@ def process_rss_mib(pid: int | None) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds a process has used (Linux /proc): the server's own cost, whatever the load."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _delta(end: float | None, start: float | None) -> float | None:
+    return end - start if end is not None and start is not None else None
 
 
 def derive(r: dict[str, Any]) -> dict[str, Any]:
@@ -430,6 +445,12 @@ def derive(r: dict[str, Any]) -> dict[str, Any]:
         "partition_ms_per_patient": part_ms,
         "export_ms_per_patient": export_ms,
         "load_resources_per_s": r["load"]["resources"] / r["load"]["seconds"] if r["load"]["seconds"] else None,
+        "load_resources_per_hapi_cpu_s": (
+            r["load"]["resources"] / r["load"]["hapi_cpu_seconds"] if r["load"].get("hapi_cpu_seconds") else None
+        ),
+        "export_hapi_cpu_ms_per_patient": (
+            1000 * r["cds_population"]["hapi_cpu_seconds"] / n if r["cds_population"].get("hapi_cpu_seconds") else None
+        ),
         "cost_on_paper": cost,
         "targets": {"ratio_screening_per_core_vs_floor": 0.5, "speedup_2_workers": 1.6},
     }
@@ -462,8 +483,13 @@ def markdown(r: dict[str, Any]) -> str:
         f"| HAPI start-up (H2 on disk, {r['hapi']['java_opts']}) | {r['hapi']['startup_seconds']:.0f} | - |",
         f"| load into HAPI ({ld['transactions']:,} transactions of <= {ld['batch']} PUTs, {ld['concurrency']} at a "
         f"time) | {ld['seconds']:.0f} | {d['load_resources_per_s'] or 0:,.0f} resources/s |",
+        f"| - HAPI's own CPU during the load | {ld.get('hapi_cpu_seconds') or 0:.0f} CPU-s | "
+        f"{d.get('load_resources_per_hapi_cpu_s') or 0:,.0f} resources per HAPI CPU-second |",
         f"| `cds population` end to end ({r['cds_population']['workers']} worker) | {e['end_to_end']:.1f} | "
         f"{d['end_to_end_patients_per_s']:,.2f} patients/s ({d['end_to_end_patients_per_s_per_core']:,.2f}/core) |",
+        f"| - HAPI's own CPU during the run (mostly the export) | "
+        f"{r['cds_population'].get('hapi_cpu_seconds') or 0:.0f} CPU-s | "
+        f"{d.get('export_hapi_cpu_ms_per_patient') or 0:,.0f} ms per patient |",
         f"| - export kick-off | {e['export_kick_off']:.1f} | |",
         f"| - export, waiting for HAPI | {e['export_wait']:.1f} | |",
         f"| - download ({r['cds_population']['manifest_files']} files) | {e['download']:.1f} | |",
@@ -535,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default="4g", help="HAPI's Java heap (-Xmx)")
     parser.add_argument("--fhir-server", default=None, help="use this running server instead of starting one")
     parser.add_argument("--no-load", action="store_true", help="with --fhir-server: it already holds the population")
+    parser.add_argument("--hapi-pid", type=int, default=None, help="with --fhir-server: its JVM (CPU seconds)")
+    parser.add_argument("--render", type=Path, default=None, help="only rewrite the .md of this JSON report")
     parser.add_argument("--reset", action="store_true", help="with --fhir-server: $expunge everything before loading")
     parser.add_argument("--no-bulk-load", action="store_true", help="HAPI without its mass-ingestion settings")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "population-synthea.json")
@@ -542,6 +570,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    if args.render:
+        done = json.loads(args.render.read_text())
+        done["derived"] = derive(done)
+        args.render.write_text(json.dumps(done, indent=2) + "\n")
+        args.render.with_suffix(".md").write_text(markdown(done))
+        return 0
 
     root = args.cache or population_dir()
     try:
@@ -588,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
             "port": port,
         }
         log(f"HAPI ready in {hapi.startup_seconds:.0f} s; loading ...")
+    pid = hapi.pid if hapi is not None else args.hapi_pid
     try:
         if args.no_load:
             report["load"] = {"resources": 0, "bytes": 0, "transactions": 0, "seconds": 0.0, "batch": 0}
@@ -597,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
                 from sandbox.loader import expunge
 
                 log(f"$expunge everything on {base_url}: {expunge(base_url)} rows")
+            cpu0 = cpu_seconds(pid)
             stats = load_population(base_url, chunks, batch=args.batch, concurrency=args.concurrency, log=log)
             with httpx.Client(timeout=120) as http:
                 counts = {t: resource_count(http, base_url, t) for t in ("Patient", "Observation", "Organization")}
@@ -609,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                 "concurrency": args.concurrency,
                 "by_type": dict(stats.by_type),
                 "seconds_by_type": dict(stats.type_seconds),
+                "hapi_cpu_seconds": _delta(cpu_seconds(pid), cpu0),
                 "server_counts": counts,
             }
             if hapi is not None:
@@ -617,7 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-population-hapi-") as tmp:
             work = Path(tmp)
             log("cds population (1 worker) ...")
+            cpu0 = cpu_seconds(pid)
             times, info = timed_population(base_url, work, as_of, 1, work / "exported")
+            info["hapi_cpu_seconds"] = _delta(cpu_seconds(pid), cpu0)
             report["cds_population"] = {"seconds": times, "workers": 1, **info}
             log(f"cds population: {times['end_to_end']:.1f} s; {info['screened']} screened {info['verdicts']}")
             if hapi is not None:
