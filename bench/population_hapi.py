@@ -532,6 +532,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {label} | {c['screening_core_hours']:,.1f} | {c['wall_hours_on_64_cores']:,.2f} | "
             f"{c['export_hours_one_hapi_like_this']:,.1f} |"
         )
+    notes = [r["load"].get("hapi_cpu_note"), r["cds_population"].get("export_note")]
+    for note in notes:
+        if note:
+            lines += ["", f"Note: {note}."]
     if n < 500:
         lines += [
             "",
