@@ -153,13 +153,18 @@ def main(argv: list[str] | None = None) -> int:
                     screen_phase(parts[1:2], job, addr)
                 seconds, n, peak = screen_phase(parts, job, addr)
                 figures[f"workers_{workers}"] = {"seconds": seconds, "patients": n, "peak_rss_mib": peak / 1024}
-                if workers == 1:
-                    _, n_half, peak_half = screen_phase(half_parts, half_job, addr)
-                    figures["half_population"] = {"patients": n_half, "peak_rss_mib": peak_half / 1024}
             rate = n / seconds
             print(
                 f"screening phase, {workers} worker(s): {rate:,.0f} patients/s, peak worker RSS {peak / 1024:.0f} MiB"
             )
+
+        # A fresh worker: its peak RSS (ru_maxrss) never goes down, so the half population is not
+        # measured on the worker that screened the whole one.
+        with LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+        ) as cluster:
+            _, n_half, peak_half = screen_phase(half_parts, half_job, cluster.scheduler_address)
+            figures["half_population"] = {"patients": n_half, "peak_rss_mib": peak_half / 1024}
 
         one = figures["workers_1"]
         two = figures["workers_2"]

@@ -197,6 +197,7 @@ class HapiSandbox:
         java_opts: Sequence[str] | None = None,
         log_path: Path | None = None,
         disk: bool = False,
+        bulk_load: bool = False,
     ) -> None:
         if base_url is not None:
             base_url = base_url.rstrip("/")
@@ -220,6 +221,8 @@ class HapiSandbox:
         #: lives on the Java heap (~15 KB per resource), so use this beyond ~10,000 cohort patients.
         self.disk = disk
         self.db_dir = TARGET_DIR / f"h2-{port}"
+        #: HAPI's mass ingestion mode and conditional-reference cache, for loading a large population.
+        self.bulk_load = bulk_load
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.attached = False
@@ -254,6 +257,7 @@ class HapiSandbox:
             f"--hapi.sandbox.default-page-size={self.default_page_size}",
             f"--hapi.sandbox.max-page-size={self.max_page_size}",
             *([f"--hapi.sandbox.jdbc-url=jdbc:h2:file:{self.db_dir / 'hapi'}"] if self.disk else []),
+            *(["--hapi.sandbox.bulk-load=true"] if self.bulk_load else []),
         ]
 
     def start(self) -> HapiSandbox:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
-from sandbox import load_bundles
+from sandbox import HapiSandbox, load_bundles
 from tests.sandbox.builders import collection, observation, patient
 
 
@@ -58,3 +60,13 @@ def test_unknown_search_parameter_is_400_with_operation_outcome(fhir: httpx.Clie
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["severity"] == "error"
     assert "HAPI-0524" in outcome["issue"][0]["diagnostics"]
+
+
+def test_command_passes_disk_and_bulk_load_switches_only_when_asked(tmp_path: Path) -> None:
+    classpath = tmp_path / "classpath.txt"
+    classpath.write_text("/jars/a.jar")
+    default = HapiSandbox(8123).command(classpath)
+    bulk = HapiSandbox(8123, disk=True, bulk_load=True).command(classpath)
+    assert not any(a.startswith(("--hapi.sandbox.bulk-load", "--hapi.sandbox.jdbc-url")) for a in default)
+    assert "--hapi.sandbox.bulk-load=true" in bulk
+    assert any(a.startswith("--hapi.sandbox.jdbc-url=jdbc:h2:file:") for a in bulk)

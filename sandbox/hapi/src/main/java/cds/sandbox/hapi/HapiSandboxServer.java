@@ -40,6 +40,8 @@ import org.springframework.core.env.Environment;
  *   <li>{@code hapi.sandbox.cors-origins} [HAPI_SANDBOX_CORS_ORIGINS], comma-separated origin
  *       patterns allowed by CORS (browser apps such as the CDS Hooks sandbox); default localhost and
  *       127.0.0.1 on any port ({@code http://localhost:[*]}). Empty: no CORS headers.
+ *   <li>{@code hapi.sandbox.bulk-load} [HAPI_SANDBOX_BULK_LOAD], default false; true sets HAPI's mass
+ *       ingestion mode and the conditional-reference cache (loading a large population).
  *   <li>{@code -Dhapi.sandbox.exitOnStdinEof=true}: exit when standard input reaches end-of-file,
  *       so a server started by a script dies with it (the Python launcher keeps a pipe open).
  * </ul>
@@ -126,6 +128,7 @@ public class HapiSandboxServer {
 		props.put("hapi.sandbox.max-page-size", "500");
 		props.put("hapi.sandbox.jdbc-url", "jdbc:h2:mem:hapi_sandbox;DB_CLOSE_DELAY=-1");
 		props.put("hapi.sandbox.cors-origins", "http://localhost:[*],http://127.0.0.1:[*]");
+		props.put("hapi.sandbox.bulk-load", "false");
 		// Loopback only: this is a development sandbox with no security at all.
 		props.put("server.address", "127.0.0.1");
 		props.put("server.port", "${hapi.sandbox.port}");

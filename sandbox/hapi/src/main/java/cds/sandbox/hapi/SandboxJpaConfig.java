@@ -77,8 +77,16 @@ public class SandboxJpaConfig {
 
 	/** Server behaviour that tests depend on. */
 	@Bean
-	public JpaStorageSettings jpaStorageSettings() {
+	public JpaStorageSettings jpaStorageSettings(@Value("${hapi.sandbox.bulk-load:false}") boolean bulkLoad) {
 		JpaStorageSettings settings = new JpaStorageSettings();
+		if (bulkLoad) {
+			// Loading a large population (the population benchmark): HAPI's mass ingestion mode
+			// (skips some per-write checks, e.g. tag and search URL caches) and a cache of resolved
+			// conditional references (Synthea's `Organization?identifier=...` on every Encounter).
+			// Validation, referential integrity and indexing are unchanged.
+			settings.setMassIngestionMode(true);
+			settings.setMatchUrlCacheEnabled(true);
+		}
 		// By default HAPI answers a repeated search from a 60 s cache, so a test that writes and
 		// then searches again can see stale results. Always run the search.
 		settings.setReuseCachedSearchResultsForMillis(null);
