@@ -11,7 +11,14 @@ Not a test. Generates a synthetic population as exported NDJSON (one file per re
 * peak RSS of a worker process screening the population and half of it with the same partition
   size: bounded by the partition (and so by the largest patient), not by the population.
 
-Writes ``bench/out/population.json`` and prints a summary.
+With ``--synthea DIR`` (a population from ``python -m bench.synthea``: whole chunks of Synthea's
+Bulk Data NDJSON, the types the trial reads, as a Bulk Data export with ``_type`` would give them)
+the same figures are measured on Synthea patients instead of the synthetic cohort; the half
+population is the first half of the chunks. ``bench.population_hapi`` measures the export from a
+real HAPI on top of this.
+
+Writes ``bench/out/population.json`` (``population-synthea-ndjson.json`` with ``--synthea``) and
+prints a summary.
 """
 
 from __future__ import annotations
@@ -28,11 +35,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cds.config import setting_default
+from cds.engine.record import AUX_TYPES, READ_TYPES
 from cds.population.partition import MEDICATIONS_FILE, group_partition, load_medications, partition_files
 from cds.population.screening import PartitionResult, ScreenJob, run_partitions, screen_partition
 from sandbox import COHORT_AS_OF, generate_cohort
 
 OUT = Path(__file__).resolve().parent / "out" / "population.json"
+SYNTHEA_AS_OF = date(2026, 11, 1)  # bench.synthea's reference date (Synthea -r/-e)
 SEARCHED = frozenset(
     {
         "Patient",
@@ -65,6 +75,21 @@ def write_population(directory: Path, n: int, seed: int) -> tuple[list[Path], in
             fh.close()
     files = sorted(directory.glob("*.ndjson"))
     return files, sum(f.stat().st_size for f in files)
+
+
+def synthea_population(root: Path) -> tuple[list[Path], list[Path], int]:
+    """(files, files of the first half of the chunks, bytes) of a bench.synthea population: its
+    complete chunks, the resource types the engine reads."""
+    chunks = sorted(p for p in root.glob("chunk-*") if (p / "fhir").is_dir())
+    if len(chunks) < 2:
+        raise SystemExit(f"{root}: {len(chunks)} complete chunk(s); at least 2 are needed (python -m bench.synthea)")
+    wanted = set(READ_TYPES) | set(AUX_TYPES)
+
+    def files(of: list[Path]) -> list[Path]:
+        return sorted(f for c in of for f in (c / "fhir").glob("*.ndjson") if f.name.split(".")[0] in wanted)
+
+    everything = files(chunks)
+    return everything, files(chunks[: len(chunks) // 2]), sum(f.stat().st_size for f in everything)
 
 
 def screen_with_rss(index: int, path: str, job: ScreenJob) -> PartitionResult:
@@ -116,19 +141,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--partition-patients", type=int, default=250, help="about this many patients per partition")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--synthea", type=Path, default=None, help="a bench.synthea population directory")
     args = parser.parse_args(argv)
+    out: Path = args.out or (OUT if args.synthea is None else OUT.with_name("population-synthea-ndjson.json"))
 
     from distributed import LocalCluster
 
-    as_of: date = COHORT_AS_OF
+    as_of: date = COHORT_AS_OF if args.synthea is None else SYNTHEA_AS_OF
     with tempfile.TemporaryDirectory(prefix="bench-population-") as tmp:
         work = Path(tmp)
-        gen_s, (files, size) = timed(lambda: write_population(work / "ndjson", args.patients, args.seed))
-        half_files, _ = write_population(work / "half", args.patients // 2, args.seed)
-        k = max(2, args.patients // args.partition_patients)
+        if args.synthea is None:
+            gen_s, (files, size) = timed(lambda: write_population(work / "ndjson", args.patients, args.seed))
+            half_files, _ = write_population(work / "half", args.patients // 2, args.seed)
+            source = f"synthetic cohort (sandbox.generate_cohort, seed {args.seed}; {gen_s:.1f} s to generate)"
+        else:
+            files, half_files, size = synthea_population(args.synthea)
+            args.patients = partition_files(files, work / "count", 1).patients
+            source = f"Synthea ({args.synthea.name})"
+        if args.synthea is None:
+            k = max(2, args.patients // args.partition_patients)
+        else:  # as `cds population` partitions: by bytes (Synthea patients are ~0.3 MB each)
+            k = max(4, -(-size // int(setting_default("population_partition_bytes"))))
         k_half = max(1, k // 2)
-        print(f"population: {args.patients} patients, {size / 1e6:.1f} MB NDJSON ({gen_s:.1f} s to generate)")
+        print(f"population: {args.patients} patients, {size / 1e6:.1f} MB NDJSON, {source}")
 
         floor_s, floor_n = floor(files, work, k)
         print(f"floor (read + group, 1 core): {floor_n / floor_s:,.0f} patients/s")
@@ -173,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": sys.version.split()[0]},
-            "population": {"patients": args.patients, "ndjson_bytes": size, "partitions": k},
+            "population": {"patients": args.patients, "ndjson_bytes": size, "partitions": k, "source": source},
             "floor_patients_per_s": floor_rate,
             "end_to_end_1_worker_patients_per_s": e2e_rate,
             "screening_1_worker_patients_per_s": one["patients"] / one["seconds"],
@@ -187,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             "per_patient_ms_1_core": 1000 * one["seconds"] / one["patients"],
             "targets": {"ratio_vs_floor": 0.5, "speedup_2_workers": 1.6},
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
         ratio = report["ratio_end_to_end_per_core_vs_floor"]
         speedup = report["speedup_2_workers"]
         ms = report["per_patient_ms_1_core"]
@@ -196,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"2 workers vs 1: {speedup:.2f} x (target >= 1.6; load average {os.getloadavg()[0]:.1f})")
         hours_1m = ms * 1e6 / 3.6e6
         print(f"per patient: {ms:.2f} ms/core: 1 M ~ {hours_1m:.1f} core-hours, 10 M ~ {10 * hours_1m:.0f}")
-        print(f"wrote {args.out}")
+        print(f"wrote {out}")
     return 0
 
 
