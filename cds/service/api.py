@@ -37,13 +37,12 @@ from cards.models import Card, CdsResponse
 from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
 from cds.bounded import abounded, check_declared
 from cds.config import Settings
-from cds.engine.model import Report
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.service.alerts import AlertStatus, chart_suppression
 from cds.service.errors import error_response
 from cds.service.feedback import parse_feedback
-from cds.service.limits import Deadline
+from cds.service.limits import Deadline, release_memory_soon
 from cds.service.models import CdsRequest, ServiceDescription, parse_request
 from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
 from cds.service.prefetch import GatheredData, gather_data, prefetch_templates
@@ -122,6 +121,7 @@ async def _take_large_slot(
     """Hold a large-body slot until `slot` closes; when refused (503), the body is drained first."""
     try:
         await slot.enter_async_context(state.large_bodies.hold(deadline))
+        slot.callback(release_memory_soon)  # when the slot is released: give the memory back
     except ServiceUnavailable:
         async with asyncio.timeout(state.settings.request_read_timeout):
             await _drain(stream, size, state.settings.max_request_bytes)
@@ -227,26 +227,22 @@ async def _record_issued(
     patient_key: str | None,
     now: datetime,
     record: dict[str, Any],
-) -> None:
+    page: tuple[str, str] | None = None,
+) -> bool:
+    """Store what the answer issued, in one transaction: the cards (when the patient key is known)
+    and the report page ``(html, token)`` their link opens. False (logged) if it could not be
+    stored: the caller then answers without the link."""
     uuids = [card.uuid for card in cards if card.uuid]
-    if patient_key is None or not uuids:
-        return
+    if page is None and (patient_key is None or not uuids):
+        return True
     try:
-        await run_in_threadpool(state.alerts.record_issued, uuids, patient_key, service.trial.id, now)
+        await run_in_threadpool(state.alerts.issue, uuids, patient_key, service.trial.id, now, page)
     except Exception as exc:
         record["alertState"] = f"unavailable ({type(exc).__name__})"
-
-
-async def _report_link(
-    request: Request, state: ServiceState, service: TrialService, report: Report, now: datetime, record: dict[str, Any]
-) -> ReportLink | None:
-    html = report_html(report, service.trial)
-    try:
-        token = await run_in_threadpool(state.alerts.save_report, html, service.trial.id, now, state.new_token())
-    except Exception as exc:
-        record["reportPage"] = f"unavailable ({type(exc).__name__})"
-        return None
-    return ReportLink(f"{_base_url(request, state)}/report/{token}", state.settings.report_link_type)
+        if page is not None:
+            record["reportPage"] = record["alertState"]
+        return False
+    return True
 
 
 async def _gather_gate(state: ServiceState, cds_request: CdsRequest, fetch: bool) -> GatheredData | None:
@@ -438,19 +434,22 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         evaluated = time.perf_counter()
         if report.trial != trial.id:  # a miswired engine: never show another trial's report
             raise RuntimeError("the engine answered for another trial")
-        report_link: ReportLink | None = None
-        if shows_card(report, show_excluded=settings.show_excluded_card):
-            report_link = await _report_link(request, state, service, report, now, record)
-        cards = render_cards(
+        render = partial(
+            render_cards,
             report,
             trial,
             show_excluded=settings.show_excluded_card,
             new_uuid=state.new_uuid,
-            report_link=report_link,
             wording=service.wording,
         )
-        if cards:
-            await _record_issued(state, service, cards, patient_key, now, record)
+        page: tuple[str, str] | None = None  # the report page behind the card's link: (html, token)
+        report_link: ReportLink | None = None
+        if shows_card(report, show_excluded=settings.show_excluded_card):
+            page = (report_html(report, trial), state.new_token())
+            report_link = ReportLink(f"{_base_url(request, state)}/report/{page[1]}", settings.report_link_type)
+        cards = render(report_link=report_link)
+        if cards and not await _record_issued(state, service, cards, patient_key, now, record, page) and page:
+            cards = render(report_link=None)  # the page could not be stored: no link to it
         body = CdsResponse(cards=cards).to_json()
         record.update(
             status=200,
