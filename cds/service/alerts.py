@@ -2,6 +2,12 @@
 
 What decides whether the prescreen card is shown, in this order (each a documented choice):
 
+0. **The trial's disease**: a chart with no applicability code on complete, valid Condition data
+   is certainly excluded and gets no card (`Trial.certainly_excluded_without_evaluation`). When the
+   prefetch holds all the data this is decided first, without reading the state below (the common
+   call stores and reads nothing); otherwise right after the data is fetched. A referred patient's
+   reminder (below) replaces a prescreen card, so such a chart gets no reminder either.
+
 1. **Feedback state in the database** (shared by every replica; SQLAlchemy tables on the `Base` of
    `cds.service.feedback`):
 
