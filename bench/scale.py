@@ -43,7 +43,7 @@ import httpx
 
 from bench import records
 from bench.ehr_auth import EhrIdentity
-from bench.load import post_load
+from bench.load import BadResponse, post_load
 from bench.run import OUT, Case, cards_check, hook_body, log, machine
 from bench.serve import AS_OF
 from bench.servers import AppProcess
@@ -82,6 +82,12 @@ def database_url(tmp: str) -> Iterator[tuple[str, str]]:
 # 1. workers
 
 
+def _failed(reason: str) -> dict[str, Any]:
+    """A cell whose load run was refused (a non-200 answer stops it): no figures, the reason kept."""
+    nan = float("nan")
+    return {"error": reason[:300], "throughput_rps": nan, "p50_ms": nan, "p95_ms": nan, "n": 0}
+
+
 def bench_workers(quick: bool, ehr: EhrIdentity, env: dict[str, str]) -> dict[str, Any]:
     typical = Case("typical", "typical SLE record", records.typical(), 1)
     non_lupus = Case("non-lupus", "non-lupus patient", records.non_lupus(), 0)
@@ -99,31 +105,36 @@ def bench_workers(quick: bool, ehr: EhrIdentity, env: dict[str, str]) -> dict[st
                 for case in cells:
                     check = cards_check(case.cards) if kind == "service" else None
                     tokens = ehr.tokens(app.hook_url, n + 3 * CLIENTS + 3) if kind == "service" else None
-                    # warm every worker: a few rounds of concurrent calls before measuring
-                    asyncio.run(
-                        post_load(
-                            app.hook_url,
-                            bodies[case.name],
-                            concurrency=CLIENTS,
-                            requests=3 * CLIENTS,
-                            warmup=0,
-                            max_seconds=seconds,
-                            check=check,
-                            tokens=tokens,
+                    try:
+                        # warm every worker: a few rounds of concurrent calls before measuring
+                        asyncio.run(
+                            post_load(
+                                app.hook_url,
+                                bodies[case.name],
+                                concurrency=CLIENTS,
+                                requests=3 * CLIENTS,
+                                warmup=0,
+                                max_seconds=seconds,
+                                check=check,
+                                tokens=tokens,
+                            )
                         )
-                    )
-                    stats = asyncio.run(
-                        post_load(
-                            app.hook_url,
-                            bodies[case.name],
-                            concurrency=CLIENTS,
-                            requests=n,
-                            warmup=3,
-                            max_seconds=seconds,
-                            check=check,
-                            tokens=tokens,
+                        stats = asyncio.run(
+                            post_load(
+                                app.hook_url,
+                                bodies[case.name],
+                                concurrency=CLIENTS,
+                                requests=n,
+                                warmup=3,
+                                max_seconds=seconds,
+                                check=check,
+                                tokens=tokens,
+                            )
                         )
-                    )
+                    except BadResponse as exc:  # e.g. 503 on a machine too loaded to answer in time
+                        log(f"workers {workers} {kind:7} {case.name:9} FAILED: {exc}")
+                        results[kind].setdefault(case.name, {})[str(workers)] = _failed(str(exc))
+                        continue
                     results[kind].setdefault(case.name, {})[str(workers)] = stats.to_json()
                     log(
                         f"workers {workers} {kind:7} {case.name:9} {stats.throughput_rps:7.1f} hooks/s  "
@@ -321,6 +332,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{s['throughput_rps']:.1f} | {s['p50_ms']:.1f} / {s['p95_ms']:.1f} | "
             f"{w['gain_vs_1_worker']['service'][str(workers)]}x | {w['gain_vs_1_worker']['floor'][str(workers)]}x |"
         )
+    for kind in ("floor", "service"):
+        for case_name, cells in w["results"][kind].items():
+            for workers_key, cell in cells.items():
+                if "error" in cell:
+                    reason = cell["error"][:160]
+                    lines.append(f"\n- {kind}, {case_name}, {workers_key} worker(s): no figures ({reason})")
     nl_f = w["results"]["floor"]["non-lupus"]["2"]
     nl_s = w["results"]["service"]["non-lupus"]["2"]
     lines += [

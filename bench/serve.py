@@ -5,7 +5,8 @@
 
 ``service`` is the CDS Hooks service as shipped: ``cds.service.app.create_app`` with default
 settings except what the ``CDS_*`` environment sets (as-of date, a throw-away feedback database,
-the EHR's JWKS, the FHIR allow-list), prepared like `cds.service.app.serve` prepares it (`ship`:
+the EHR's JWKS, the FHIR allow-list), prepared like `cds.service.app.serve` prepares it (the
+database migrated once by the parent of several workers, `migrate_once`; then `ship`:
 ``units.preload(); gc.collect(); gc.freeze()`` once per worker process, before serving). ``floor``
 is a bare FastAPI app with one route that reads the body, decodes it with ``json.loads`` and
 returns a fixed card: the least any service can do with the same request. Both run with the same
@@ -25,7 +26,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -98,10 +98,15 @@ def service_app() -> FastAPI:
     """The real app with default settings, except what the environment (``CDS_*``, set by
     `bench.servers.AppProcess`) says: as-of date, database, auth keys, FHIR allow-list; then
     prepared for serving as `cds.service.app.serve` does (`ship`)."""
-    from cds.config import Settings
+    import httpx
+
     from cds.service.app import create_app
 
-    app = create_app(Settings())
+    try:
+        from cds.service.app import worker_settings
+    except ImportError:  # an overlay (BENCH_OVERLAY) older than this
+        from cds.config import Settings as worker_settings
+    app = create_app(worker_settings())
 
     fhir_requests = [0]
     recent: deque[str] = deque(maxlen=RECENT_URLS)
@@ -134,6 +139,19 @@ def ship() -> None:
     gc.freeze()
 
 
+def migrate_once() -> None:
+    """What `cds.service.app.serve` does before it starts several workers: migrate the database once
+    (`cds.service.app.migrate_once`: in a child process; the workers skip it)."""
+    import os
+
+    try:
+        from cds.service.app import migrate_once as migrate
+    except ImportError:  # an overlay (BENCH_OVERLAY) older than this: its workers migrate themselves
+        return
+    if os.environ.get("CDS_DATABASE_MIGRATE", "true").lower() not in ("0", "false", "no", "off"):
+        migrate(os.environ["CDS_DATABASE_URL"])
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -144,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     os.environ["BENCH_KIND"] = args.kind
+    if args.kind == "service" and args.workers > 1:
+        migrate_once()
     uvicorn.run("bench.serve:app_factory", factory=True, **uvicorn_options(args.port, args.workers))
     return 0
 

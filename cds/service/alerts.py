@@ -2,6 +2,12 @@
 
 What decides whether the prescreen card is shown, in this order (each a documented choice):
 
+0. **The trial's disease**: a chart with no applicability code on complete, valid Condition data
+   is certainly excluded and gets no card (`Trial.certainly_excluded_without_evaluation`). When the
+   prefetch holds all the data this is decided first, without reading the state below (the common
+   call stores and reads nothing); otherwise right after the data is fetched. A referred patient's
+   reminder (below) replaces a prescreen card, so such a chart gets no reminder either.
+
 1. **Feedback state in the database** (shared by every replica; SQLAlchemy tables on the `Base` of
    `cds.service.feedback`):
 
@@ -47,8 +53,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Date, DateTime, Integer, String, Text, delete, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Date, DateTime, Integer, String, Text, delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -150,10 +157,14 @@ def token_hash(token: str) -> str:
 class AlertStore:
     """Card issuance, snooze/referral state and report pages. Synchronous: call from a thread pool."""
 
+    #: Expired report pages are deleted at most once per this many seconds per process.
+    PURGE_EVERY = timedelta(seconds=60)
+
     def __init__(self, engine: Engine, policy: AlertPolicy, secret: str | None = None) -> None:
         self.engine = engine
         self.policy = policy
         self._secret = secret.encode() if secret else None
+        self._next_purge: datetime | None = None
 
     def create_tables(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -193,18 +204,62 @@ class AlertStore:
         return AlertStatus(snoozed_until=snoozed, referred_on=referred)
 
     def record_issued(self, card_uuids: Sequence[str], patient_key: str, trial_id: str, now: datetime) -> None:
+        self.issue(card_uuids, patient_key, trial_id, now)
+
+    def issue(
+        self,
+        card_uuids: Sequence[str],
+        patient_key: str | None,
+        trial_id: str,
+        now: datetime,
+        page: tuple[str, str] | None = None,
+    ) -> None:
+        """What one answer stores, in one transaction: the cards issued (uuid -> patient key, when
+        the key is known) and its report page (``(html, token)``), if any."""
         expires = now + timedelta(days=self.policy.card_issue_days)
-        with Session(self.engine) as session, session.begin():
-            for card_uuid in card_uuids:
-                session.merge(
-                    CardIssueRow(
-                        card_uuid=card_uuid,
-                        patient_key=patient_key,
-                        trial_id=trial_id,
-                        issued_at=now,
-                        expires_at=expires,
-                    )
-                )
+        with self.engine.begin() as connection:
+            if page is not None:
+                html, token = page
+                self._purge_pages(connection, now)
+                row = {
+                    "token_hash": token_hash(token),
+                    "trial_id": trial_id,
+                    "html": html,
+                    "created_at": now,
+                    "expires_at": now + timedelta(seconds=self.policy.report_link_seconds),
+                }
+                connection.execute(self._upsert(ReportPageRow, "token_hash", [row]))
+            if patient_key is not None and card_uuids:
+                rows = [
+                    {
+                        "card_uuid": card_uuid,
+                        "patient_key": patient_key,
+                        "trial_id": trial_id,
+                        "issued_at": now,
+                        "expires_at": expires,
+                    }
+                    for card_uuid in card_uuids
+                ]
+                connection.execute(self._upsert(CardIssueRow, "card_uuid", rows))
+
+    def _upsert(self, table: type[Base], key: str, rows: list[dict[str, Any]]) -> Any:
+        """``INSERT ... ON CONFLICT (key) DO UPDATE`` (one statement, no ORM unit of work)."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            pg = postgresql.insert(table).values(rows)
+            return pg.on_conflict_do_update(index_elements=[key], set_={c: pg.excluded[c] for c in rows[0] if c != key})
+        if dialect == "sqlite":
+            lite = sqlite.insert(table).values(rows)
+            return lite.on_conflict_do_update(
+                index_elements=[key], set_={c: lite.excluded[c] for c in rows[0] if c != key}
+            )
+        return insert(table).values(rows)
+
+    def _purge_pages(self, connection: Connection, now: datetime) -> None:
+        if self._next_purge is not None and now < self._next_purge:
+            return
+        self._next_purge = now + self.PURGE_EVERY
+        connection.execute(delete(ReportPageRow).where(ReportPageRow.expires_at <= now))
 
     def apply_feedback(self, items: Sequence[FeedbackItem], now: datetime, trial_id: str | None = None) -> int:
         """Snooze or mark referred from feedback on cards we issued (for `trial_id` only, when given: the
@@ -240,14 +295,7 @@ class AlertStore:
     def save_report(self, html: str, trial_id: str, now: datetime, token: str | None = None) -> str:
         """Store a report page under `token` (random by default); returns the token of its URL."""
         token = token or secrets.token_urlsafe(24)
-        expires = now + timedelta(seconds=self.policy.report_link_seconds)
-        with Session(self.engine) as session, session.begin():
-            session.execute(delete(ReportPageRow).where(ReportPageRow.expires_at <= now))
-            session.merge(
-                ReportPageRow(
-                    token_hash=token_hash(token), trial_id=trial_id, html=html, created_at=now, expires_at=expires
-                )
-            )
+        self.issue((), None, trial_id, now, page=(html, token))
         return token
 
     def load_report(self, token: str, now: datetime) -> str | None:

@@ -36,18 +36,18 @@ from starlette.requests import ClientDisconnect
 from cards.models import Card, CdsResponse
 from cards.render import ReportLink, referred_card, render_cards, shows_card, trial_label
 from cds.bounded import abounded, check_declared
-from cds.engine.model import Report
+from cds.config import Settings
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
 from cds.service.alerts import AlertStatus, chart_suppression
 from cds.service.errors import error_response
 from cds.service.feedback import parse_feedback
-from cds.service.limits import Deadline
+from cds.service.limits import Deadline, release_memory_soon
 from cds.service.models import CdsRequest, ServiceDescription, parse_request
 from cds.service.openapi import FEEDBACK_BODY, HOOK_BODY, responses
 from cds.service.prefetch import GatheredData, gather_data, prefetch_templates
 from cds.service.report_page import PAGE_HEADERS, expired_html, report_html
-from cds.service.state import HOOK, ServiceState, TrialService
+from cds.service.state import HOOK, ServiceState, ServiceTrial, TrialService
 from cds.store.database import DatabaseUnavailable
 
 log = logging.getLogger("cds.service")
@@ -121,6 +121,7 @@ async def _take_large_slot(
     """Hold a large-body slot until `slot` closes; when refused (503), the body is drained first."""
     try:
         await slot.enter_async_context(state.large_bodies.hold(deadline))
+        slot.callback(release_memory_soon)  # when the slot is released: give the memory back
     except ServiceUnavailable:
         async with asyncio.timeout(state.settings.request_read_timeout):
             await _drain(stream, size, state.settings.max_request_bytes)
@@ -226,26 +227,22 @@ async def _record_issued(
     patient_key: str | None,
     now: datetime,
     record: dict[str, Any],
-) -> None:
+    page: tuple[str, str] | None = None,
+) -> bool:
+    """Store what the answer issued, in one transaction: the cards (when the patient key is known)
+    and the report page ``(html, token)`` their link opens. False (logged) if it could not be
+    stored: the caller then answers without the link."""
     uuids = [card.uuid for card in cards if card.uuid]
-    if patient_key is None or not uuids:
-        return
+    if page is None and (patient_key is None or not uuids):
+        return True
     try:
-        await run_in_threadpool(state.alerts.record_issued, uuids, patient_key, service.trial.id, now)
+        await run_in_threadpool(state.alerts.issue, uuids, patient_key, service.trial.id, now, page)
     except Exception as exc:
         record["alertState"] = f"unavailable ({type(exc).__name__})"
-
-
-async def _report_link(
-    request: Request, state: ServiceState, service: TrialService, report: Report, now: datetime, record: dict[str, Any]
-) -> ReportLink | None:
-    html = report_html(report, service.trial)
-    try:
-        token = await run_in_threadpool(state.alerts.save_report, html, service.trial.id, now, state.new_token())
-    except Exception as exc:
-        record["reportPage"] = f"unavailable ({type(exc).__name__})"
-        return None
-    return ReportLink(f"{_base_url(request, state)}/report/{token}", state.settings.report_link_type)
+        if page is not None:
+            record["reportPage"] = record["alertState"]
+        return False
+    return True
 
 
 async def _gather_gate(state: ServiceState, cds_request: CdsRequest, fetch: bool) -> GatheredData | None:
@@ -280,6 +277,60 @@ def _chart_gate(
     if gate.incomplete:
         record["gateUnread"] = list(gate.incomplete)
     return chart_suppression(gate.resources, patient_id=patient_id, trial_id=service.trial.id, today=as_of)
+
+
+async def _prefetched(
+    state: ServiceState,
+    service: TrialService,
+    cds_request: CdsRequest,
+    fetch: bool,
+    deadline: Deadline,
+    since: date,
+    record: dict[str, Any],
+) -> GatheredData | None:
+    """The service's data when the prefetch alone holds all of it, read without any FHIR request;
+    None when something would have to be fetched, or the prefetch is refused (the caller then reads
+    the alert state first, so a snoozed card costs no FHIR round trip, and gathers as usual)."""
+    if not cds_request.prefetch:
+        return None
+    try:
+        data = await gather_data(
+            cds_request,
+            service.queries,
+            state.gateway,
+            deadline_seconds=min(state.settings.fhir_deadline, deadline.left("reading the prefetch")),
+            require_all=state.settings.require_all_data,
+            fetch=False,
+            log_record=record,
+            since=since,
+        )
+    except CdsError:
+        return None
+    if fetch and any(not o.ok or o.truncated for o in data.outcomes):
+        return None  # fetching would complete it
+    return data
+
+
+def _certainly_excluded(settings: Settings, trial: ServiceTrial, data: GatheredData, patient_id: str) -> bool:
+    """The fast path: no applicability code on complete, valid Condition data means `excluded` for
+    certain, so no card can be shown (unless excluded patients get one)."""
+    return not settings.show_excluded_card and trial.certainly_excluded_without_evaluation(
+        data.resources, patient_id=patient_id, searched=data.searched, incomplete=data.incomplete
+    )
+
+
+def _fast_path(record: dict[str, Any], started: float, data: GatheredData) -> JSONResponse:
+    """No card for a chart without the trial's disease: nothing stored, nothing else read."""
+    record["sources"] = data.sources()
+    record["resources"] = len(data.resources)
+    record.update(
+        status=200, outcome="no-card", verdict="excluded", cards=0, fastPath=True,
+        fetchMs=round((time.perf_counter() - started) * 1000, 1),
+    )  # fmt: skip
+    return JSONResponse(_NO_CARDS)
+
+
+_NO_CARDS: dict[str, Any] = CdsResponse(cards=[]).to_json()
 
 
 @router.get("/cds-services", dependencies=AUTHENTICATED, responses=responses(401))
@@ -318,32 +369,45 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         as_of = settings.as_of or date.today()
         now = datetime.now(UTC)
         patient_id = cds_request.context.patientId
+        since = trial.observation_cutoff(as_of)
+        # The common call (a chart with no applicability code, all of it prefetched) is answered
+        # from the prefetch alone: no card can be shown, so no alert state, gate or engine.
+        data = await _prefetched(state, service, cds_request, fetch, deadline, since, record)
+        if data is not None and _certainly_excluded(settings, trial, data, patient_id):
+            return _fast_path(record, started, data)
         patient_key, quiet = await _alert_state(state, service, cds_request.fhirServer, patient_id, now, record)
         if quiet.snoozed_until is not None:  # dismissed by a clinician: no card, nothing fetched
             record.update(status=200, outcome="no-card", suppressed="snoozed", cards=0)
             return JSONResponse(CdsResponse(cards=[]).to_json())
-        if quiet.referred_on is not None:  # referral made from a card: a quiet reminder instead
-            card = referred_card(trial, quiet.referred_on.isoformat(), new_uuid=state.new_uuid)
+
+        referred_on = quiet.referred_on  # a referral made from a card: a quiet reminder instead
+        gate_task = None if referred_on is not None else asyncio.create_task(_gather_gate(state, cds_request, fetch))
+        if data is None:
+            try:
+                data = await gather_data(
+                    cds_request,
+                    service.queries,
+                    state.gateway,
+                    deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
+                    require_all=settings.require_all_data,
+                    fetch=fetch,
+                    log_record=record,
+                    since=since,
+                )
+            except BaseException:
+                if gate_task is not None:
+                    gate_task.cancel()
+                raise
+            if _certainly_excluded(settings, trial, data, patient_id):
+                if gate_task is not None:
+                    gate_task.cancel()
+                return _fast_path(record, started, data)
+        if referred_on is not None:
+            card = referred_card(trial, referred_on.isoformat(), new_uuid=state.new_uuid)
             await _record_issued(state, service, [card], patient_key, now, record)
             record.update(status=200, outcome="card", suppressed="referred", cards=1)
             return JSONResponse(CdsResponse(cards=[card]).to_json())
-
-        gate_task = asyncio.create_task(_gather_gate(state, cds_request, fetch))
-        try:
-            data = await gather_data(
-                cds_request,
-                service.queries,
-                state.gateway,
-                deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
-                require_all=settings.require_all_data,
-                fetch=fetch,
-                log_record=record,
-                since=trial.observation_cutoff(as_of),
-            )
-        except BaseException:
-            gate_task.cancel()
-            raise
-        gate = await gate_task
+        gate = await gate_task if gate_task is not None else None
         fetched = time.perf_counter()
         suppressed = _chart_gate(state, service, gate, patient_id, as_of, record)
         if suppressed is not None:
@@ -354,16 +418,6 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         if data.incomplete:
             record["incomplete"] = list(data.incomplete)
 
-        if not settings.show_excluded_card and trial.certainly_excluded_without_evaluation(
-            data.resources, patient_id=patient_id, searched=data.searched, incomplete=data.incomplete
-        ):
-            # Most charts opened are not patients of the trial's disease: no applicability code on
-            # complete, valid Condition data means `excluded` for certain, and no card.
-            record.update(
-                status=200, outcome="no-card", verdict="excluded", cards=0, fastPath=True,
-                fetchMs=round((fetched - started) * 1000, 1),
-            )  # fmt: skip
-            return JSONResponse(CdsResponse(cards=[]).to_json())
         # The engine is CPU-bound (model validation, unit conversion): off the event loop, in a
         # bounded pool, within the deadline (past it: 503, never a verdict).
         report = await state.engine.run(
@@ -380,19 +434,22 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         evaluated = time.perf_counter()
         if report.trial != trial.id:  # a miswired engine: never show another trial's report
             raise RuntimeError("the engine answered for another trial")
-        report_link: ReportLink | None = None
-        if shows_card(report, show_excluded=settings.show_excluded_card):
-            report_link = await _report_link(request, state, service, report, now, record)
-        cards = render_cards(
+        render = partial(
+            render_cards,
             report,
             trial,
             show_excluded=settings.show_excluded_card,
             new_uuid=state.new_uuid,
-            report_link=report_link,
             wording=service.wording,
         )
-        if cards:
-            await _record_issued(state, service, cards, patient_key, now, record)
+        page: tuple[str, str] | None = None  # the report page behind the card's link: (html, token)
+        report_link: ReportLink | None = None
+        if shows_card(report, show_excluded=settings.show_excluded_card):
+            page = (report_html(report, trial), state.new_token())
+            report_link = ReportLink(f"{_base_url(request, state)}/report/{page[1]}", settings.report_link_type)
+        cards = render(report_link=report_link)
+        if cards and not await _record_issued(state, service, cards, patient_key, now, record, page) and page:
+            cards = render(report_link=None)  # the page could not be stored: no link to it
         body = CdsResponse(cards=cards).to_json()
         record.update(
             status=200,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -186,10 +187,43 @@ def log_security_posture(settings: Settings) -> None:
         )
 
 
+#: Set by `serve` in the parent of several workers once it has migrated the database: the workers
+#: then skip the migration (and never import Alembic, ~9 MB per worker). Not a setting: process
+#: plumbing between `serve` and `app_factory`.
+MIGRATED_BY_PARENT = "_CDS_SERVE_MIGRATED"
+
+
+def migrate_once(database_url: str) -> None:
+    """Apply the migrations once before several workers start (``cds db upgrade`` in a short-lived
+    child process, so neither this long-lived parent nor the workers import Alembic), then tell the
+    workers (`MIGRATED_BY_PARENT`: they skip it). `DatabaseUnavailable` if it fails."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CDS_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "cds.cli", "db", "upgrade"], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise DatabaseUnavailable(f"the database migration failed: {tail}")
+    os.environ[MIGRATED_BY_PARENT] = database_url
+
+
+def worker_settings() -> Settings:
+    """The settings of one worker process: the environment's, without the start-up migration when
+    the parent process has already applied it (`MIGRATED_BY_PARENT`)."""
+    settings = Settings()
+    if settings.database_migrate and os.environ.get(MIGRATED_BY_PARENT) == settings.database_url:
+        settings = settings.model_copy(update={"database_migrate": False})
+    return settings
+
+
 def app_factory() -> FastAPI:
-    """The app of one worker process of ``cds serve --workers N`` (settings from the environment),
-    prepared for serving (`prepare_process`). uvicorn calls it once in each worker process."""
-    app = create_app(Settings())
+    """The app of one worker process of ``cds serve --workers N`` (settings from the environment,
+    `worker_settings`), prepared for serving (`prepare_process`). uvicorn calls it once in each
+    worker process."""
+    app = create_app(worker_settings())
     prepare_process()
     return app
 
@@ -237,8 +271,8 @@ def serve(
                 "several workers share a SQLite file: fine on one machine; replicas need PostgreSQL",
                 extra={"event": "store.sqlite_workers"},
             )
-        if settings.database_migrate:
-            database.upgrade()  # once, before the workers race to do it
     finally:
         database.dispose()
+    if settings.database_migrate:
+        migrate_once(settings.database_url)
     uvicorn.run("cds.service.app:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]

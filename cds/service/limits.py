@@ -11,12 +11,19 @@
   slots, with the time left of the deadline. A call whose deadline passes is answered
   `DeadlineExceeded` (503) at once - an error, never "not a candidate"; its slot is released only
   when the thread has finished, so abandoned evaluations cannot pile up.
+* `release_memory_soon`: once a large body's answer is built, the memory it held (raw bytes, the
+  decoded document, validated resources) is handed back to the operating system (a collection,
+  then glibc's ``malloc_trim``), on the event loop's next turn, when the call's objects are gone.
+  Without it a worker keeps the high-water mark of its largest request as idle RSS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -134,3 +141,29 @@ class EngineRunner:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Collect garbage, then return the C heap's free pages to the operating system."""
+    gc.collect()
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def release_memory_soon() -> None:
+    """`release_memory` on the event loop's next turn (the caller's frame, and with it the large
+    objects it references, is gone by then)."""
+    asyncio.get_running_loop().call_soon(release_memory)

@@ -289,7 +289,7 @@ async def test_a_failing_alert_database_never_costs_the_card(
         raise OperationalError("SELECT 1", {}, Exception("database is down"))
 
     async with app.router.lifespan_context(app):
-        for name in ("status", "record_issued", "save_report"):
+        for name in ("status", "record_issued", "save_report", "issue"):
             monkeypatch.setattr(app.state.cds.alerts, name, broken)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:

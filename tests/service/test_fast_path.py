@@ -125,3 +125,68 @@ async def test_fallback_observation_search_is_bounded_by_the_lookback(
     async with make_client(settings) as client:
         discovery = (await client.get("/cds-services")).json()
     assert "date=" not in discovery["services"][0]["prefetch"]["observations"]
+
+
+class _Untouchable:
+    """An alert store that fails the test if the fast path touches it."""
+
+    def __init__(self) -> None:
+        self.touched: list[str] = []
+
+    def __getattr__(self, attribute: str) -> Any:
+        self.touched.append(attribute)  # (the service survives a failing alert store: look afterwards)
+        raise RuntimeError("the fast path used the alert store")
+
+
+async def test_fast_path_reads_no_alert_state_and_writes_nothing(settings: Settings) -> None:
+    """Regression (issue 14, fast path at 0.5x the floor): a prefetched chart without any lupus code
+    used to read the alert state from the database and gather the alert gate before the fast path."""
+    from cds.service.app import create_app
+
+    counting = CountingEvaluator()
+    app = create_app(settings, evaluator=counting)
+    request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=FHIR)
+    async with app.router.lifespan_context(app):
+        state = app.state.cds
+        state.alerts = alerts = _Untouchable()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
+            with respx.mock(assert_all_called=False) as fhir:
+                fhir_route = fhir.route(url__startswith=FHIR).mock(return_value=httpx.Response(500))
+                response = await client.post(SERVICE, json=request)
+    assert response.status_code == 200, response.text
+    assert fhir_route.call_count == 0, "nothing fetched (the gate's data included)"
+    assert alerts.touched == [], "no alert state read, nothing stored"
+    assert response.json() == {"cards": []}
+    assert counting.calls == 0
+
+
+async def test_a_referred_patient_without_the_disease_gets_no_reminder_card(settings: Settings) -> None:
+    """The referral reminder replaces a prescreen card; a chart with no lupus code has none to replace
+    (the same answer whether the chart was prefetched or fetched)."""
+    from datetime import date
+
+    from cds.service.alerts import AlertStatus
+    from cds.service.app import create_app
+
+    class Referred:
+        def patient_key(self, fhir_server: str | None, patient_id: str) -> str:
+            return "key"
+
+        def status(self, key: str, trial_id: str, now: object) -> AlertStatus:
+            return AlertStatus(referred_on=date(2026, 10, 1))
+
+    app = create_app(settings, evaluator=CountingEvaluator())
+    request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=FHIR)
+    request["prefetch"].pop("observations")  # something to fetch: the alert state is read first
+    async with app.router.lifespan_context(app):
+        app.state.cds.alerts = Referred()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
+            with respx.mock(assert_all_called=False) as mock:
+                mock.get(url__startswith=FHIR).mock(
+                    return_value=httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset"})
+                )
+                response = await client.post(SERVICE, json=request)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cards": []}

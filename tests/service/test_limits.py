@@ -169,3 +169,59 @@ async def test_feedback_while_the_database_is_unreachable_is_503_with_retry_afte
         response = await client.post(f"{SERVICE}/feedback", json={"feedback": [{"card": "c"}]})
         _assert_503(response, "transient")
         assert "127.0.0.1" not in response.text
+
+
+async def test_a_large_body_hands_its_memory_back_after_the_answer(
+    make_client: ClientFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 14, idle RSS): a worker kept the high-water mark of its largest request."""
+    from cds.service import limits
+
+    released: list[int] = []
+    monkeypatch.setattr(limits, "release_memory", lambda: released.append(1))
+    limited = settings.model_copy(update={"large_body_bytes": 5000})
+    async with make_client(limited) as client:
+        assert (await _post(client, _hook())).status_code == 200
+        await asyncio.sleep(0)
+        assert released == [], "a small body changes nothing"
+        assert (await _post(client, _hook(pad=20_000))).status_code == 200
+        await asyncio.sleep(0)
+        assert released == [1]
+
+
+def test_release_memory_collects_and_trims() -> None:
+    from cds.service.limits import release_memory
+
+    release_memory()  # glibc: malloc_trim; elsewhere a collection only - never raises
+
+
+def test_workers_skip_the_migration_their_parent_applied(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from cds.service.app import MIGRATED_BY_PARENT, worker_settings
+
+    url = f"sqlite:///{tmp_path}/w.sqlite3"
+    monkeypatch.setenv("CDS_DATABASE_URL", url)
+    monkeypatch.delenv(MIGRATED_BY_PARENT, raising=False)
+    assert worker_settings().database_migrate, "started alone, a worker migrates"
+    monkeypatch.setenv(MIGRATED_BY_PARENT, "sqlite:///elsewhere.sqlite3")
+    assert worker_settings().database_migrate, "another database was migrated"
+    monkeypatch.setenv(MIGRATED_BY_PARENT, url)
+    assert not worker_settings().database_migrate
+
+
+def test_migrate_once_migrates_in_a_child_and_marks_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from cds.service.app import MIGRATED_BY_PARENT, migrate_once
+    from cds.store.database import Database, DatabaseUnavailable
+
+    url = f"sqlite:///{tmp_path}/m.sqlite3"
+    monkeypatch.delenv(MIGRATED_BY_PARENT, raising=False)
+    migrate_once(url)
+    import os
+
+    assert os.environ[MIGRATED_BY_PARENT] == url
+    database = Database(url)
+    assert database.current_revision() is not None
+    database.dispose()
+    monkeypatch.delenv(MIGRATED_BY_PARENT)
+    with pytest.raises(DatabaseUnavailable):
+        migrate_once(f"postgresql://cds@127.0.0.1:{free_port()}/none")
+    assert MIGRATED_BY_PARENT not in os.environ

@@ -83,3 +83,33 @@ def test_an_unreachable_database_is_unavailable_never_new() -> None:
     with pytest.raises(DatabaseUnavailable):
         database.ping()
     database.dispose()
+
+
+def test_a_lost_postgresql_connection_is_replaced_and_replays_stay_refused(postgres_url: str) -> None:
+    """The PostgreSQL claim runs on a raw pooled connection: one the server dropped is not reused."""
+    from sqlalchemy import text
+
+    database = Database(postgres_url)
+    database.upgrade()
+    store = ReplayStore(database)
+    try:
+        assert store.claim("iss", "before", until=4e9)
+        admin = Database(postgres_url)
+        with admin.engine.begin() as connection:  # the server drops every other session of the database
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        admin.dispose()
+        results = []
+        for _ in range(2):  # the dropped connection fails closed at most once, then a new one serves
+            try:
+                results.append(store.claim("iss", "after", until=4e9))
+            except DatabaseUnavailable:
+                results.append(None)
+        assert results.count(True) == 1, results  # [True, False] or [None, True]
+        assert not store.claim("iss", "before", until=4e9), "still remembered"
+    finally:
+        database.dispose()
