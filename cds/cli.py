@@ -255,6 +255,21 @@ def _add_population_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--partitions", type=_positive, default=None, help="NDJSON partitions (default: by size)")
     p.add_argument("--restart", action="store_true", help="discard an unfinished run of the same export")
     p.add_argument("--no-type-filter", action="store_true", help="do not send _typeFilter (export whole types)")
+    auth = p.add_argument_group("SMART Backend Services authorization (default: none, or the CDS_BULK_* settings)")
+    auth.add_argument("--client-id", default=None, help="client id registered with the server (CDS_BULK_CLIENT_ID)")
+    auth.add_argument(
+        "--private-key",
+        default=None,
+        metavar="FILE",
+        help="the client's private key: PEM or JWK file, RS384 or ES384 (CDS_BULK_PRIVATE_KEY)",
+    )
+    auth.add_argument("--key-id", default=None, help="kid of the client assertion (CDS_BULK_KEY_ID)")
+    auth.add_argument(
+        "--token-url",
+        default=None,
+        metavar="URL",
+        help="token endpoint (CDS_BULK_TOKEN_URL; default: from .well-known/smart-configuration)",
+    )
 
 
 def _population(args: argparse.Namespace) -> int:
@@ -273,6 +288,10 @@ def _population(args: argparse.Namespace) -> int:
         restart=args.restart,
         partitions=args.partitions,
         type_filter=not args.no_type_filter,
+        client_id=args.client_id,
+        private_key=args.private_key,
+        key_id=args.key_id,
+        token_url=args.token_url,
     )
     return run_population(opts, Settings(), sys.stdout, sys.stderr)
 

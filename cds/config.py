@@ -295,6 +295,26 @@ class Settings(BaseSettings):
         description="Target size of one screening partition (bytes of NDJSON); the partition count is at least "
         "4 per worker.",
     )
+    bulk_client_id: str | None = Field(
+        default=None,
+        description="SMART Backend Services client id of `cds population` (with CDS_BULK_PRIVATE_KEY): the bulk "
+        "export is then authorized with a client_credentials token (private_key_jwt). Unset: no authorization.",
+    )
+    bulk_private_key: str | None = Field(
+        default=None,
+        description="Path of the client's private key file for SMART Backend Services (unencrypted PEM, or a JWK / "
+        "JWKS holding one private key; RSA signs RS384, EC P-384 signs ES384). The key is never logged or stored.",
+    )
+    bulk_key_id: str | None = Field(
+        default=None,
+        description="`kid` of the client assertion (the key id registered with the server's authorization server); "
+        "default: the JWK's kid, else the RFC 7638 thumbprint of the public key.",
+    )
+    bulk_token_url: str | None = Field(
+        default=None,
+        description="Token endpoint for SMART Backend Services; default: token_endpoint of "
+        "<fhir server>/.well-known/smart-configuration.",
+    )
     worklist_users: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Local accounts of the coordinators' worklist (/worklist), `user:<scrypt hash>` entries made by "

@@ -10,18 +10,20 @@ the FHIR `OperationOutcome.issue.code` it maps to; the web layer maps them in on
     ├── AuthenticationFailed (401, login)          bad or missing JWT; never carries detail out
     ├── NotFound (404, not-found)        unknown CDS service id
     ├── DataUnavailable (412, processing)          required FHIR data could not be obtained
-    │   └── FhirError                      the FHIR server could not give the data (outcomes:
-    │       │                              `cds.service.errors.FHIR_OUTCOMES`, one table)
-    │       ├── FhirUnreachable            connection refused or reset, DNS, TLS
-    │       │   └── FhirTimeout            no (whole) answer within the timeout
-    │       ├── FhirStatusError            a non-2xx status (`.status`)
-    │       │   ├── FhirRedirect           3xx (never followed)
-    │       │   ├── FhirClientError        4xx
-    │       │   │   ├── FhirAccessDenied   401, 403 (the EHR's token was refused)
-    │       │   │   └── FhirNotFound       404, 410
-    │       │   └── FhirServerFault        5xx
-    │       ├── FhirInvalidBody            not JSON, too large, too deep, not the resource asked for
-    │       └── FhirOutsideBase            a URL (a next link, an id) outside the FHIR server base
+    │   ├── FhirError                      the FHIR server could not give the data (outcomes:
+    │   │   │                              `cds.service.errors.FHIR_OUTCOMES`, one table)
+    │   │   ├── FhirUnreachable            connection refused or reset, DNS, TLS
+    │   │   │   └── FhirTimeout            no (whole) answer within the timeout
+    │   │   ├── FhirStatusError            a non-2xx status (`.status`)
+    │   │   │   ├── FhirRedirect           3xx (never followed)
+    │   │   │   ├── FhirClientError        4xx
+    │   │   │   │   ├── FhirAccessDenied   401, 403 (the EHR's token was refused)
+    │   │   │   │   └── FhirNotFound       404, 410
+    │   │   │   └── FhirServerFault        5xx
+    │   │   ├── FhirInvalidBody            not JSON, too large, too deep, not the resource asked for
+    │   │   └── FhirOutsideBase            a URL (a next link, an id) outside the FHIR server base
+    │   └── SmartAuthorizationFailed (412, security)  SMART Backend Services authorization failed
+    │                                  (discovery, key, token endpoint); names the step, no secret
     ├── ServiceUnavailable (503, transient, Retry-After)  try again later
     │   ├── Overloaded (503, throttled)    the queue for a body or an engine slot is full or too slow
     │   ├── DeadlineExceeded (503, timeout)  the request's deadline passed (the engine included)
@@ -109,6 +111,13 @@ class FhirInvalidBody(FhirError):
 
 class FhirOutsideBase(FhirError):
     pass
+
+
+class SmartAuthorizationFailed(DataUnavailable):
+    """SMART Backend Services authorization (`cds.fhir.smart_backend`) failed: the message names the
+    step (discovery, the key file, the token endpoint) and never a key, an assertion or a token."""
+
+    issue_code = "security"
 
 
 def fhir_status_error(status: int, message: str | None = None) -> FhirStatusError:

@@ -33,7 +33,8 @@ import httpx
 
 from cds.bounded import bounded
 from cds.config import setting_default
-from cds.errors import FhirError, FhirInvalidBody, FhirUnreachable, fhir_status_error
+from cds.errors import FhirError, FhirInvalidBody, FhirOutsideBase, FhirUnreachable, fhir_status_error
+from cds.fhir.smart_backend import NO_AUTH, same_origin
 
 NDJSON = "application/fhir+ndjson"
 FHIR_JSON = "application/fhir+json"
@@ -204,18 +205,32 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 class BulkExportClient:
     """Bulk Data export against one FHIR base URL, over an `httpx.Client` owned by the caller."""
 
-    def __init__(self, base_url: str, http: httpx.Client, *, max_file_bytes: int, poll: PollPolicy | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        http: httpx.Client,
+        *,
+        max_file_bytes: int,
+        poll: PollPolicy | None = None,
+        auth: httpx.Auth | None = None,
+    ):
         self.base_url = base_url.rstrip("/") + "/"
         self.http = http
         self.max_file_bytes = max_file_bytes
         self.poll = poll or PollPolicy()
+        self.auth = auth  # SMART backend services (`cds.fhir.smart_backend`), or None: no token
+
+    def _auth_for(self, url: str) -> httpx.Auth:
+        """The bearer token only for the FHIR server's own origin, never for a URL elsewhere (there:
+        `NO_AUTH`, which adds nothing)."""
+        return self.auth if self.auth is not None and same_origin(url, self.base_url) else NO_AUTH
 
     def _url(self, path: str) -> str:
         return urljoin(self.base_url, path)
 
     def capability(self) -> Mapping[str, Any]:
         try:
-            r = self.http.get(self._url("metadata"), headers={"Accept": FHIR_JSON})
+            r = self.http.get(self._url("metadata"), headers={"Accept": FHIR_JSON}, auth=self._auth_for(self.base_url))
         except httpx.HTTPError as err:
             raise FhirUnreachable(f"FHIR server unreachable ({type(err).__name__})") from None
         if r.status_code != 200:
@@ -264,7 +279,7 @@ class BulkExportClient:
         if not url.startswith(self.base_url):
             return False  # only ask the server itself, never a URL it names elsewhere
         try:
-            r = self.http.get(url, headers={"Accept": FHIR_JSON})
+            r = self.http.get(url, headers={"Accept": FHIR_JSON}, auth=self._auth_for(url))
             data = r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return False
@@ -279,9 +294,11 @@ class BulkExportClient:
         try:
             if request.patients:
                 headers["Content-Type"] = FHIR_JSON
-                r = self.http.post(self._url(request.path()), json=request.parameters(), headers=headers)
+                url = self._url(request.path())
+                r = self.http.post(url, json=request.parameters(), headers=headers, auth=self._auth_for(url))
             else:
-                r = self.http.get(self._url(request.path()), params=request.params(), headers=headers)
+                url = self._url(request.path())
+                r = self.http.get(url, params=request.params(), headers=headers, auth=self._auth_for(url))
         except httpx.HTTPError as err:
             raise FhirUnreachable(
                 f"bulk export kick-off failed: FHIR server unreachable ({type(err).__name__})"
@@ -303,7 +320,7 @@ class BulkExportClient:
         polls = 0
         while True:
             try:
-                r = self.http.get(status_url, headers={"Accept": "application/json"})
+                r = self.http.get(status_url, headers={"Accept": "application/json"}, auth=self._auth_for(status_url))
             except httpx.HTTPError as err:
                 raise FhirUnreachable(f"bulk export status: FHIR server unreachable ({type(err).__name__})") from None
             polls += 1
@@ -330,7 +347,8 @@ class BulkExportClient:
     def search(self, resource_type: str, params: Mapping[str, str]) -> list[Mapping[str, Any]]:
         """One page of a plain FHIR search (the caller keeps `_count` at the number it asks for)."""
         try:
-            r = self.http.get(self._url(resource_type), params=dict(params), headers={"Accept": FHIR_JSON})
+            url = self._url(resource_type)
+            r = self.http.get(url, params=dict(params), headers={"Accept": FHIR_JSON}, auth=self._auth_for(url))
         except httpx.HTTPError as err:
             raise FhirUnreachable(f"{resource_type} search: FHIR server unreachable ({type(err).__name__})") from None
         if r.status_code != 200:
@@ -350,9 +368,21 @@ class BulkExportClient:
             and e["resource"].get("resourceType") == resource_type
         ]
 
-    def download(self, url: str, dest: Path) -> int:
-        """Stream one output file to `dest` (via `dest.part`, renamed when complete); returns bytes."""
+    def download(self, url: str, dest: Path, *, requires_access_token: bool = False) -> int:
+        """Stream one output file to `dest` (via `dest.part`, renamed when complete); returns bytes.
+
+        The bearer token goes with the request only when the manifest says ``requiresAccessToken``
+        and the file is on the FHIR server's origin; a file needing the token elsewhere is refused
+        (the token is never sent to another origin)."""
         target = urljoin(self.base_url, url)
+        auth = NO_AUTH
+        if requires_access_token and self.auth is not None:
+            auth = self._auth_for(target)
+            if auth is NO_AUTH:
+                raise FhirOutsideBase(
+                    "bulk export: an output file requires the access token but is not on the FHIR server's "
+                    "origin (token not sent)"
+                )
         part = dest.with_name(dest.name + ".part")
         size = 0
 
@@ -360,7 +390,7 @@ class BulkExportClient:
             return FhirInvalidBody(f"bulk export: an output file is larger than {self.max_file_bytes} bytes (refused)")
 
         try:
-            with self.http.stream("GET", target, headers={"Accept": NDJSON}) as r:
+            with self.http.stream("GET", target, headers={"Accept": NDJSON}, auth=auth) as r:
                 if r.status_code != 200:
                     r.read()
                     raise fhir_status_error(

@@ -38,7 +38,17 @@ from cds import trials
 from cds.config import Settings
 from cds.engine.record import AUX_TYPES
 from cds.engine.trial import Trial
-from cds.errors import CdsError, FhirError
+from cds.errors import CdsError, FhirError, SmartAuthorizationFailed
+from cds.fhir.smart_backend import (
+    BackendClient,
+    BackendServicesAuth,
+    SmartConfiguration,
+    check_private_key_jwt,
+    discover,
+    load_signing_key,
+    resource_scopes,
+    scope_version,
+)
 from cds.fhirjson import subject_patient
 from cds.population.bulk import BulkExportClient, ExportRequest, Manifest, PollPolicy, operation_outcome_texts
 from cds.population.partition import MEDICATIONS_FILE, iter_ndjson, medication_refs, partition_files
@@ -88,6 +98,11 @@ class PopulationOptions:
     restart: bool = False
     partitions: int | None = None
     type_filter: bool = True
+    # SMART Backend Services (None: the setting CDS_BULK_CLIENT_ID etc.; both unset: no authorization)
+    client_id: str | None = None
+    private_key: str | None = None
+    key_id: str | None = None
+    token_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -168,6 +183,29 @@ class PopulationRun:
             poll=PollPolicy(max_interval=settings.bulk_poll_max_interval, timeout=settings.bulk_export_timeout),
         )
         self.root = Path(settings.population_dir) / "runs"
+        self.backend = backend_settings(opts, settings)
+
+    def _authorize(self) -> None:
+        """SMART Backend Services: load the key, find the token endpoint, derive the scopes from what
+        the trial reads (the hook's queries: `export_plan`); the token itself is asked for at the
+        first request. Only when a client id and a key are configured (HAPI has no authorization)."""
+        if self.backend is None or self.client.auth is not None:
+            return
+        client_id, key_path, key_id, token_url = self.backend
+        key = load_signing_key(Path(key_path), key_id)
+        config: SmartConfiguration | None = None
+        try:
+            config = discover(self.http, self.opts.fhir_server)
+        except SmartAuthorizationFailed:
+            if token_url is None:
+                raise  # no way to find the token endpoint
+        if config is not None:
+            check_private_key_jwt(config)
+        url = token_url or (config.token_endpoint if config else "")
+        types = set(export_plan(self.trial)[0]) | ({"Group"} if self.opts.group else set())
+        scope = resource_scopes(types, context="system", version=scope_version(config))
+        self.console.print(f"SMART backend authorization: client {client_id}, token endpoint {url}", markup=False)
+        self.client.auth = BackendServicesAuth(self.http, BackendClient(client_id, key, url), scope)
 
     # -- run directory ---------------------------------------------------------------------------
 
@@ -254,7 +292,7 @@ class PopulationRun:
             task = progress.add_task("downloading NDJSON", total=len(jobs))
             for entry, dest in jobs:
                 if not dest.exists():
-                    self.client.download(entry.url, dest)
+                    self.client.download(entry.url, dest, requires_access_token=manifest.requires_access_token)
                 progress.advance(task)
         texts: list[str] = []
         for _entry, dest in jobs[len(manifest.output) :]:
@@ -386,6 +424,8 @@ class PopulationRun:
         return bool(self.opts.group or self.opts.since)
 
     def _export(self, directory: Path, state: RunState) -> None:
+        if not state.at_least("downloaded"):
+            self._authorize()
         if not state.at_least("kicked-off"):
             self._kick_off(directory, state)
         if not state.at_least("exported"):
@@ -453,6 +493,24 @@ def _table_row(report: dict[str, Any]) -> str:
         f"{patient:<40} {report['verdict']:<20} {counts['met']:>3} {counts['not_met']:>7} "
         f"{counts['unknown']:>7}  {incomplete}"
     ).rstrip()
+
+
+def backend_settings(opts: PopulationOptions, settings: Settings) -> tuple[str, str, str | None, str | None] | None:
+    """(client id, key file, key id, token URL) of SMART Backend Services, the CLI options before the
+    settings; None when neither a client id nor a key is given."""
+    client_id = opts.client_id or settings.bulk_client_id
+    key = opts.private_key or settings.bulk_private_key
+    key_id = opts.key_id or settings.bulk_key_id
+    token_url = opts.token_url or settings.bulk_token_url
+    if not client_id and not key:
+        if token_url or key_id:
+            raise SmartAuthorizationFailed(
+                "SMART backend authorization: a token URL or key id is given without --client-id and --private-key"
+            )
+        return None
+    if not client_id or not key:
+        raise SmartAuthorizationFailed("SMART backend authorization needs both --client-id and --private-key")
+    return client_id, key, key_id, token_url
 
 
 def run_population(

@@ -119,6 +119,7 @@ def _status_form(c: Candidate, base: str, csrf: str, back: str) -> str:
     return (
         f'<form class="inline" method="post" action="{escape(base)}/status">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="server" value="{escape(c.fhir_server)}">'
         f'<input type="hidden" name="trial" value="{escape(c.trial)}">'
         f'<input type="hidden" name="patient" value="{escape(c.patient_id)}">'
         f'<input type="hidden" name="expected" value="{escape(c.status)}">'
@@ -139,9 +140,11 @@ def _row(rank: int, c: Candidate, base: str, csrf: str, back: str) -> str:
     )
     referred = f'<span class="ref">referred by clinician</span> {c.referred_on.isoformat()}' if c.referred_on else ""
     return (
-        f'<tr id="r{c.result_id}" data-patient="{escape(c.patient_id)}" data-trial="{escape(c.trial)}">'
+        f'<tr id="r{c.result_id}" data-patient="{escape(c.patient_id)}" data-trial="{escape(c.trial)}" '
+        f'data-server="{escape(c.fhir_server)}">'
         f"<td>{rank}</td>"
-        f'<th scope="row"><a href="{escape(base)}/report/{c.result_id}">{escape(c.patient_id)}</a></th>'
+        f'<th scope="row"><a href="{escape(base)}/report/{c.result_id}">{escape(c.patient_id)}</a>'
+        f' <small class="server">{escape(c.fhir_server)}</small></th>'
         f"<td>{escape(c.trial)}</td><td>{escape(_verdict(c))}</td><td>{verify}</td><td>{referred}</td>"
         f'<td class="status">{escape(c.status)} <small>(ResearchSubject: {escape(c.research_subject_status)})</small>'
         f"</td><td>{_status_form(c, base, csrf, back)}</td></tr>"
@@ -191,18 +194,22 @@ def attrition_table(a: Attrition) -> str:
     )
 
 
+UNKNOWN_SERVER_TEXT = "unknown (recorded before statuses were kept per server)"
+
+
 def audit_table(entries: Sequence[AuditEntry], caption: str) -> str:
     if not entries:
         return f'<p class="note">{escape(caption)}: no changes yet.</p>'
     rows = "".join(
         f"<tr><td>{_when(e.at)}</td><td>{escape(e.user)}</td><td>{escape(e.trial)}</td>"
-        f"<td>{escape(e.patient_id)}</td><td>{escape(e.old_value or '')} → {escape(e.new_value or '')}</td></tr>"
+        f"<td>{escape(e.patient_id)}</td><td>{escape(e.old_value or '')} → {escape(e.new_value or '')}</td>"
+        f"<td>{escape(e.fhir_server) if e.fhir_server else UNKNOWN_SERVER_TEXT}</td></tr>"
         for e in entries
     )
     return (
         f'<table class="audit"><caption>{escape(caption)}</caption><thead><tr><th scope="col">When (UTC)</th>'
         '<th scope="col">Who</th><th scope="col">Trial</th><th scope="col">Patient</th><th scope="col">Status change'
-        f"</th></tr></thead><tbody>{rows}</tbody></table>"
+        f'</th><th scope="col">FHIR server</th></tr></thead><tbody>{rows}</tbody></table>'
     )
 
 
@@ -251,7 +258,8 @@ def worklist_page(
     runs_list = (
         "<ul>"
         + "".join(
-            f"<li>{escape(r.trial)}: run {escape(r.id)}, {r.patients} patients screened as of {r.as_of.isoformat()}, "
+            f"<li>{escape(r.trial)}: run {escape(r.id)} of {escape(r.fhir_server)}, {r.patients} patients screened "
+            f"as of {r.as_of.isoformat()}, "
             f"completed {_when(r.completed_at)} UTC</li>"
             for r in runs
         )

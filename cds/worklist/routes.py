@@ -205,14 +205,24 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.post("/logout")
-async def logout(request: Request) -> Response:
+async def _authorized_post(request: Request) -> tuple[Session, dict[str, str]] | Response:
+    """The prologue of every signed-in POST: the session (else a redirect to the sign-in form) and
+    the url-encoded form carrying the session's CSRF token (else 403). The form is read before the
+    session is judged, so the body is always consumed."""
     session = await _session(request)
     form = await _form(request)
     if session is None:
         return _to_login(request)
     if form is None or not same_token(form.get("csrf"), session.csrf):
         return _forbidden(request)
+    return session, form
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    authorized = await _authorized_post(request)
+    if isinstance(authorized, Response):
+        return authorized
     response = _to_login(request)
     response.delete_cookie(SESSION_COOKIE, path=_base(request))
     return response
@@ -298,23 +308,24 @@ async def report(request: Request, result_id: int) -> Response:
 
 @router.post("/status")
 async def change_status(request: Request) -> Response:
-    session = await _session(request)
-    form = await _form(request)
-    if session is None:
-        return _to_login(request)
-    if form is None or not same_token(form.get("csrf"), session.csrf):
-        return _forbidden(request)
+    authorized = await _authorized_post(request)
+    if isinstance(authorized, Response):
+        return authorized
+    session, form = authorized
     ctx = _ctx(request)
     base = _base(request)
-    trial, patient, status = form.get("trial", ""), form.get("patient", ""), form.get("status", "")
+    server, trial, patient = form.get("server", ""), form.get("trial", ""), form.get("patient", "")
+    status = form.get("status", "")
     if status not in STATUSES:
         return _html(page.message_page("Unknown status", f"Choose one of: {', '.join(STATUSES)}.", base), 400)
     worklist = await run_in_threadpool(ctx.store.worklist, ctx.now())
-    if not any(c.trial == trial and c.patient_id == patient for c in worklist.candidates):
+    # a patient id is unique only within its FHIR server: the row is (server, trial, patient)
+    if not any(c.fhir_server == server and c.trial == trial and c.patient_id == patient for c in worklist.candidates):
         return _html(page.message_page("Not on the worklist", "This patient is not on the worklist.", base), 404)
     try:
         await run_in_threadpool(
             lambda: ctx.store.set_status(
+                fhir_server=server,
                 trial=trial,
                 patient_id=patient,
                 status=status,
@@ -346,7 +357,11 @@ async def audit(request: Request) -> Response:
     ctx = _ctx(request)
     trial = str(request.query_params.get("trial", ""))[:64]
     patient = str(request.query_params.get("patient", ""))[:64]
-    entries = await run_in_threadpool(lambda: ctx.store.audit(trial=trial, patient_id=patient, limit=1000))
+    server = request.query_params.get("server")
+    server = server[:2000] if server is not None else None
+    entries = await run_in_threadpool(
+        lambda: ctx.store.audit(fhir_server=server, trial=trial, patient_id=patient, limit=1000)
+    )
     return _html(page.audit_page(_base(request), session.user, session.csrf, entries))
 
 

@@ -3,7 +3,7 @@
 Ranking: likely candidates (every checkable criterion in the patient's favour) before possible
 candidates, fewer criteria to verify first; patients referred by a clinician whose population
 result is "not a candidate" come last (the coordinator still sees the referral). Ties: trial, then
-patient id, so the order is stable.
+patient id, then FHIR server, so the order is stable.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Candidate:
     against: int
     referred_on: date | None = None
     status: str = NEW
+    fhir_server: str = ""  # the run's FHIR base URL: a patient id is unique only within its server
 
     @property
     def research_subject_status(self) -> str:
@@ -73,9 +74,9 @@ def fails(criterion: Mapping[str, Any]) -> bool:
     return criterion.get("status") == "not_met"
 
 
-def rank_key(c: Candidate) -> tuple[int, int, str, str]:
+def rank_key(c: Candidate) -> tuple[int, int, str, str, str]:
     order = {LIKELY: 0, POSSIBLE: 1}.get(c.verdict, 2)
-    return (order, len(c.to_verify), c.trial, c.patient_id)
+    return (order, len(c.to_verify), c.trial, c.patient_id, c.fhir_server)
 
 
 def ranked(candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -115,6 +116,7 @@ CSV_HEADER = (
     "status",
     "research_subject_status",
     "run",
+    "fhir_server",
 )
 
 
@@ -136,6 +138,7 @@ def to_csv(candidates: Sequence[Candidate]) -> str:
                 c.status,
                 c.research_subject_status,
                 c.run_id,
+                c.fhir_server,
             )
         )
     return out.getvalue()

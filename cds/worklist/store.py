@@ -1,8 +1,13 @@
 """The worklist's tables and queries: a status per patient x trial, an append-only audit trail, the
 key signing worklist sessions; candidates read from the latest complete population run per trial.
 
-* ``worklist_status``: the current status of one patient for one trial (absent: ``new``).
-* ``worklist_audit``: one row per change (who, when, what: old and new status). The migration adds
+* ``worklist_status``: the current status of one patient of one FHIR server for one trial (absent:
+  ``new``). Keyed by (FHIR server, patient id, trial): a patient id is unique only within its
+  server, so ``Patient/123`` of two servers has two statuses and two audit trails. The server is the
+  FHIR base URL as the population run records it (no trailing ``/``; the alerts' patient key is an
+  HMAC of the same ``fhirServer|patientId``).
+* ``worklist_audit``: one row per change (who, when, what: old and new status; which server,
+  trial and patient). The migration adds
   triggers that refuse UPDATE and DELETE on it (SQLite and PostgreSQL), so the trail is append-only
   even for code that tries.
 * ``worklist_key``: a random key created once (shared by workers and replicas) that signs session
@@ -38,9 +43,13 @@ from cds.worklist.rows import EXCLUDED, NEW, STATUSES, Attrition, Candidate, att
 AUDIT_STATUS = "status"
 
 
+UNKNOWN_SERVER = ""  # rows from before revision 0006 whose server could not be told (see the migration)
+
+
 class WorklistStatusRow(Base):
     __tablename__ = "worklist_status"
 
+    fhir_server: Mapped[str] = mapped_column(String(2000), primary_key=True)
     trial: Mapped[str] = mapped_column(String(64), primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(32))
@@ -50,11 +59,12 @@ class WorklistStatusRow(Base):
 
 class WorklistAuditRow(Base):
     __tablename__ = "worklist_audit"
-    __table_args__ = (Index("ix_worklist_audit_patient", "trial", "patient_id"),)
+    __table_args__ = (Index("ix_worklist_audit_patient", "fhir_server", "trial", "patient_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     user: Mapped[str] = mapped_column(String(100))
+    fhir_server: Mapped[str] = mapped_column(String(2000), server_default="")
     trial: Mapped[str] = mapped_column(String(64))
     patient_id: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
@@ -97,6 +107,7 @@ class AuditEntry:
     action: str
     old_value: str | None
     new_value: str | None
+    fhir_server: str = UNKNOWN_SERVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +126,35 @@ class WorklistStore:
     # ------------------------------------------------------------------ runs and candidates
 
     def latest_runs(self) -> list[RunSummary]:
-        """The latest complete population run of each trial, by trial id."""
+        """The latest complete population run of each trial on each FHIR server, by trial and server."""
         latest = (
-            select(PopulationRun.trial, func.max(PopulationRun.completed_at).label("done"))
+            select(
+                PopulationRun.trial,
+                PopulationRun.fhir_server,
+                func.max(PopulationRun.completed_at).label("done"),
+            )
             .where(PopulationRun.status == RUN_COMPLETE)
-            .group_by(PopulationRun.trial)
+            .group_by(PopulationRun.trial, PopulationRun.fhir_server)
             .subquery()
         )
         query = (
             select(PopulationRun)
-            .join(latest, (PopulationRun.trial == latest.c.trial) & (PopulationRun.completed_at == latest.c.done))
+            .join(
+                latest,
+                (PopulationRun.trial == latest.c.trial)
+                & (PopulationRun.fhir_server == latest.c.fhir_server)
+                & (PopulationRun.completed_at == latest.c.done),
+            )
             .where(PopulationRun.status == RUN_COMPLETE)
-            .order_by(PopulationRun.trial, PopulationRun.id)
+            .order_by(PopulationRun.trial, PopulationRun.fhir_server, PopulationRun.id)
         )
         with Session(self.engine) as session:
-            runs: dict[str, RunSummary] = {}
+            runs: dict[tuple[str, str], RunSummary] = {}
             for r in session.scalars(query):
-                runs.setdefault(r.trial, RunSummary(r.id, r.trial, r.fhir_server, r.completed_at, r.patients, r.as_of))
+                runs.setdefault(
+                    (r.trial, r.fhir_server),
+                    RunSummary(r.id, r.trial, r.fhir_server, r.completed_at, r.patients, r.as_of),
+                )
             return list(runs.values())
 
     def _referrals(self, session: Session, now: datetime) -> dict[tuple[str, str], date]:
@@ -153,7 +176,9 @@ class WorklistStore:
         candidates: list[Candidate] = []
         with Session(self.engine) as session:
             referrals = self._referrals(session, now)
-            statuses = {(s.trial, s.patient_id): s.status for s in session.scalars(select(WorklistStatusRow))}
+            statuses = {
+                (s.fhir_server, s.trial, s.patient_id): s.status for s in session.scalars(select(WorklistStatusRow))
+            }
             matched: set[tuple[str, str]] = set()
             for run in runs:
                 trial = trial_info(run.trial)
@@ -180,7 +205,7 @@ class WorklistStore:
         run: RunSummary,
         trial: TrialInfo,
         wanted: dict[int, date | None],
-        statuses: dict[tuple[str, str], str],
+        statuses: dict[tuple[str, str, str], str],
     ) -> Iterator[Candidate]:
         ids = list(wanted)
         for start in range(0, len(ids), 500):
@@ -191,13 +216,14 @@ class WorklistStore:
                 yield Candidate(
                     result_id=r.id,
                     run_id=run.id,
+                    fhir_server=run.fhir_server,
                     trial=run.trial,
                     patient_id=r.patient_id,
                     verdict=r.verdict,
                     to_verify=to_verify_of(report, trial),
                     against=sum(1 for c in criteria if isinstance(c, dict) and fails(c)),
                     referred_on=wanted[r.id],
-                    status=statuses.get((run.trial, r.patient_id), NEW),
+                    status=statuses.get((run.fhir_server, run.trial, r.patient_id), NEW),
                 )
 
     def result(self, result_id: int) -> tuple[str, dict[str, Any]] | None:
@@ -227,18 +253,20 @@ class WorklistStore:
 
     # ------------------------------------------------------------------ status and audit
 
-    def status(self, trial: str, patient_id: str) -> str:
+    def status(self, fhir_server: str, trial: str, patient_id: str) -> str:
         with Session(self.engine) as session:
-            row = session.get(WorklistStatusRow, (trial, patient_id))
+            row = session.get(WorklistStatusRow, (fhir_server, trial, patient_id))
             return row.status if row is not None else NEW
 
-    def set_status(self, *, trial: str, patient_id: str, status: str, expected: str, user: str, now: datetime) -> bool:
+    def set_status(
+        self, *, fhir_server: str, trial: str, patient_id: str, status: str, expected: str, user: str, now: datetime
+    ) -> bool:
         """Change the status (and append the audit row) in one transaction. False if unchanged;
         StatusConflict if the current status is not `expected` (changed by someone else meanwhile)."""
         if status not in STATUSES:
             raise UnknownStatus(status)
         with Session(self.engine) as session, session.begin():
-            row = session.get(WorklistStatusRow, (trial, patient_id), with_for_update=True)
+            row = session.get(WorklistStatusRow, (fhir_server, trial, patient_id), with_for_update=True)
             current = row.status if row is not None else NEW
             if current != expected:
                 raise StatusConflict(current)
@@ -247,7 +275,12 @@ class WorklistStore:
             if row is None:
                 session.add(
                     WorklistStatusRow(
-                        trial=trial, patient_id=patient_id, status=status, updated_at=now, updated_by=user
+                        fhir_server=fhir_server,
+                        trial=trial,
+                        patient_id=patient_id,
+                        status=status,
+                        updated_at=now,
+                        updated_by=user,
                     )
                 )
             else:
@@ -256,6 +289,7 @@ class WorklistStore:
                 WorklistAuditRow(
                     at=now,
                     user=user,
+                    fhir_server=fhir_server,
                     trial=trial,
                     patient_id=patient_id,
                     action=AUDIT_STATUS,
@@ -265,9 +299,13 @@ class WorklistStore:
             )
         return True
 
-    def audit(self, *, trial: str = "", patient_id: str = "", limit: int = 200) -> list[AuditEntry]:
-        """The newest audit entries first (optionally for one patient x trial)."""
+    def audit(
+        self, *, fhir_server: str | None = None, trial: str = "", patient_id: str = "", limit: int = 200
+    ) -> list[AuditEntry]:
+        """The newest audit entries first (optionally for one server, trial, patient)."""
         query = select(WorklistAuditRow)
+        if fhir_server is not None:
+            query = query.where(WorklistAuditRow.fhir_server == fhir_server)
         if trial:
             query = query.where(WorklistAuditRow.trial == trial)
         if patient_id:
@@ -275,7 +313,7 @@ class WorklistStore:
         query = query.order_by(WorklistAuditRow.id.desc()).limit(limit)
         with Session(self.engine) as session:
             return [
-                AuditEntry(a.id, a.at, a.user, a.trial, a.patient_id, a.action, a.old_value, a.new_value)
+                AuditEntry(a.id, a.at, a.user, a.trial, a.patient_id, a.action, a.old_value, a.new_value, a.fhir_server)
                 for a in session.scalars(query)
             ]
 

@@ -30,7 +30,12 @@ def ndjson_by_type(resources: Iterable[dict[str, Any]]) -> dict[str, bytes]:
 
 class FakeBulkServer:
     def __init__(
-        self, router: respx.MockRouter, files: dict[str, bytes], *, errors: list[dict[str, Any]] | None = None
+        self,
+        router: respx.MockRouter,
+        files: dict[str, bytes],
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        requires_access_token: bool = False,
     ):
         self.files = files
         self.capability = router.get(f"{BASE}/metadata").mock(
@@ -53,7 +58,7 @@ class FakeBulkServer:
         manifest: dict[str, Any] = {
             "transactionTime": "2026-11-01T00:00:00Z",
             "request": f"{BASE}/$export",
-            "requiresAccessToken": False,
+            "requiresAccessToken": requires_access_token,
             "output": [{"type": t, "url": f"{BASE}/Binary/{t}"} for t in sorted(files)],
             "error": [],
         }

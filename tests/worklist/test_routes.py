@@ -17,7 +17,7 @@ from cds.config import Settings
 from cds.population.store import PopulationStore
 from cds.service.app import create_app
 from cds.worklist.auth import hash_password
-from tests.worklist.builders import NOW, REFERRED, TRIAL, db_url, run_info, seed
+from tests.worklist.builders import FHIR, NOW, REFERRED, TRIAL, db_url, run_info, seed
 
 PASSWORD = "correct horse battery"
 HASH = hash_password(PASSWORD)
@@ -135,7 +135,7 @@ async def test_filters_narrow_the_list(client: httpx.AsyncClient) -> None:
 
 async def test_a_status_change_needs_the_csrf_token(client: httpx.AsyncClient) -> None:
     await sign_in(client)
-    form = {"trial": TRIAL, "patient": "base-candidate", "status": "contacted", "expected": "new"}
+    form = {"server": FHIR, "trial": TRIAL, "patient": "base-candidate", "status": "contacted", "expected": "new"}
     refused = await client.post("/worklist/status", data={**form, "csrf": "forged"})
     assert refused.status_code == 403
     assert "base-candidate" not in (await client.get("/worklist/audit")).text
@@ -144,12 +144,23 @@ async def test_a_status_change_needs_the_csrf_token(client: httpx.AsyncClient) -
 async def test_a_status_change_is_saved_and_audited(client: httpx.AsyncClient) -> None:
     await sign_in(client)
     csrf = csrf_of((await client.get("/worklist")).text)
-    form = {"trial": TRIAL, "patient": "base-candidate", "status": "contacted", "expected": "new", "csrf": csrf}
+    form = {
+        "server": FHIR,
+        "trial": TRIAL,
+        "patient": "base-candidate",
+        "status": "contacted",
+        "expected": "new",
+        "csrf": csrf,
+    }
     response = await client.post("/worklist/status", data={**form, "back": "verdict=likely-candidate&evil=x"})
     assert response.status_code == 303
     assert response.headers["location"] == "/worklist?verdict=likely-candidate"
     audit = (await client.get("/worklist/audit")).text
-    assert re.search(r"<td>alice</td><td>NCT04582136</td><td>base-candidate</td><td>new → contacted</td>", audit)
+    assert re.search(
+        r"<td>alice</td><td>NCT04582136</td><td>base-candidate</td><td>new → contacted</td>"
+        rf"<td>{re.escape(FHIR)}</td>",
+        audit,
+    )
     stale = await client.post("/worklist/status", data={**form, "status": "declined"})
     assert stale.status_code == 409
 
@@ -157,8 +168,18 @@ async def test_a_status_change_is_saved_and_audited(client: httpx.AsyncClient) -
 async def test_a_status_change_for_a_patient_not_on_the_list_is_404(client: httpx.AsyncClient) -> None:
     await sign_in(client)
     csrf = csrf_of((await client.get("/worklist")).text)
-    form = {"trial": TRIAL, "patient": "var-age-17", "status": "contacted", "expected": "new", "csrf": csrf}
+    form = {
+        "server": FHIR,
+        "trial": TRIAL,
+        "patient": "var-age-17",
+        "status": "contacted",
+        "expected": "new",
+        "csrf": csrf,
+    }
     assert (await client.post("/worklist/status", data=form)).status_code == 404
+    on_list = {**form, "patient": "base-candidate"}
+    for server in ("https://other-fhir.test/r4", ""):  # the same patient id of another (or no) server
+        assert (await client.post("/worklist/status", data={**on_list, "server": server})).status_code == 404
     unknown = await client.post("/worklist/status", data={**form, "patient": "base-candidate", "status": "on-study"})
     assert unknown.status_code == 400
 
@@ -216,3 +237,12 @@ async def test_sign_out_ends_the_session(client: httpx.AsyncClient) -> None:
     response = await client.post("/worklist/logout", data={"csrf": csrf})
     assert response.status_code == 303
     assert (await client.get("/worklist")).status_code == 303
+
+
+async def test_the_status_form_names_the_fhir_server_of_the_row(client: httpx.AsyncClient) -> None:
+    await sign_in(client)
+    page = (await client.get("/worklist")).text
+    assert f'<input type="hidden" name="server" value="{FHIR}">' in page
+    assert f'data-server="{FHIR}"' in page
+    rows = list(csv.DictReader(io.StringIO((await client.get("/worklist/export.csv")).text)))
+    assert {r["fhir_server"] for r in rows} == {FHIR}
