@@ -281,7 +281,7 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="Longest pause in seconds between two polls of a bulk export status URL (backoff cap, "
-        "unless the server's Retry-After asks for longer, up to 4 times this).",
+        "also for a 202's Retry-After; a 429/503's Retry-After is honoured up to 4 times this).",
     )
     bulk_http_timeout: float = Field(
         default=60.0, gt=0, description="Seconds allowed per HTTP read during a bulk export (kick-off, poll, download)."

@@ -339,7 +339,10 @@ class BulkExportClient:
             if wait is None:
                 wait = interval
                 interval = min(interval * p.factor, p.max_interval)
-            wait = min(wait, p.max_interval * 4)
+            # 429/503 are the server's rate limit: honoured up to 4 x the cap. On 202 ("in progress")
+            # Retry-After is a hint: HAPI always says 120 s (its job may be done in 20), so it is
+            # capped like the client's own backoff.
+            wait = min(wait, p.max_interval * (4 if r.status_code in (429, 503) else 1))
             if elapsed + wait > p.timeout:
                 raise FhirError(f"bulk export not complete after {p.timeout:.0f} s (status URL kept for resuming)")
             p.sleep(wait)

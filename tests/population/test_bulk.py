@@ -148,6 +148,24 @@ def test_poll_backs_off_honours_retry_after_and_reports_x_progress(client: BulkE
 
 
 @respx.mock
+def test_hapis_202_retry_after_of_120_s_no_longer_holds_every_export_for_two_minutes(
+    client: BulkExportClient, clock: Clock
+) -> None:
+    """HAPI answers every 202 with Retry-After: 120, even when its job ends 20 s later: an
+    in-progress hint is capped at the backoff cap; a rate limit (429/503) is honoured up to 4 x."""
+    respx.get(STATUS).mock(
+        side_effect=[
+            httpx.Response(202, headers={"Retry-After": "120"}),
+            httpx.Response(503, headers={"Retry-After": "20"}),
+            httpx.Response(429, headers={"Retry-After": "120"}),
+            httpx.Response(200, json=MANIFEST),
+        ]
+    )
+    client.wait(STATUS)
+    assert clock.sleeps == [8.0, 20.0, 32.0]
+
+
+@respx.mock
 def test_poll_gives_up_after_the_timeout_keeping_the_status_url(client: BulkExportClient) -> None:
     respx.get(STATUS).mock(return_value=httpx.Response(202, headers={"Retry-After": "30"}))
     with pytest.raises(FhirError, match="not complete after 100 s"):
