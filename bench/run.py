@@ -3,7 +3,7 @@
 Measures in one run, against floors measured in the same run on the same machine:
 
 1. prefetch path: hook latency (p50/p95/p99) of the service as shipped (a uvicorn subprocess
-   prepared like `cds.service.app.serve`, real HTTP over loopback, the EHR's JWT verified; and the
+   prepared like `cds.service.serving.serve`, real HTTP over loopback, the EHR's JWT verified; and the
    same without authentication, so the JWT's cost stays visible) for a non-lupus patient, a typical
    SLE record and records of 1,000 / 2,500 / 5,000 Observations, against a bare FastAPI endpoint
    under the same uvicorn configuration that decodes the same body and returns a fixed card;

@@ -5,7 +5,7 @@
 
 ``service`` is the CDS Hooks service as shipped: ``cds.service.app.create_app`` with default
 settings except what the ``CDS_*`` environment sets (as-of date, a throw-away feedback database,
-the EHR's JWKS, the FHIR allow-list), prepared like `cds.service.app.serve` prepares it (the
+the EHR's JWKS, the FHIR allow-list), prepared like `cds.service.serving.serve` prepares it (the
 database migrated once by the parent of several workers, `migrate_once`; then `ship`:
 ``units.preload(); gc.collect(); gc.freeze()`` once per worker process, before serving). ``floor``
 is a bare FastAPI app with one route that reads the body, decodes it with ``json.loads`` and
@@ -97,13 +97,13 @@ def floor_app() -> FastAPI:
 def service_app() -> FastAPI:
     """The real app with default settings, except what the environment (``CDS_*``, set by
     `bench.servers.AppProcess`) says: as-of date, database, auth keys, FHIR allow-list; then
-    prepared for serving as `cds.service.app.serve` does (`ship`)."""
+    prepared for serving as `cds.service.serving.serve` does (`ship`)."""
     import httpx
 
     from cds.service.app import create_app
 
     try:
-        from cds.service.app import worker_settings
+        from cds.service.serving import worker_settings
     except ImportError:  # an overlay (BENCH_OVERLAY) older than this
         from cds.config import Settings as worker_settings
     app = create_app(worker_settings())
@@ -127,7 +127,7 @@ def service_app() -> FastAPI:
 
 
 def ship() -> None:
-    """What `cds.service.app.serve` does between ``create_app`` and ``uvicorn.run``: load the UCUM
+    """What `cds.service.serving.serve` does between ``create_app`` and ``uvicorn.run``: load the UCUM
     registry, then move every start-up object out of the collector's generations. uvicorn calls
     `app_factory` once in each worker process before it serves, so this runs once per worker."""
     import gc
@@ -140,12 +140,12 @@ def ship() -> None:
 
 
 def migrate_once() -> None:
-    """What `cds.service.app.serve` does before it starts several workers: migrate the database once
-    (`cds.service.app.migrate_once`: in a child process; the workers skip it)."""
+    """What `cds.service.serving.serve` does before it starts several workers: migrate the database once
+    (`cds.service.serving.migrate_once`: in a child process; the workers skip it)."""
     import os
 
     try:
-        from cds.service.app import migrate_once as migrate
+        from cds.service.serving import migrate_once as migrate
     except ImportError:  # an overlay (BENCH_OVERLAY) older than this: its workers migrate themselves
         return
     if os.environ.get("CDS_DATABASE_MIGRATE", "true").lower() not in ("0", "false", "no", "off"):

@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if args.command == "serve":
-            from cds.service.app import serve
+            from cds.service.serving import serve
 
             serve(host=args.host, port=args.port, workers=args.workers, settings=settings)
             return 0

@@ -11,8 +11,8 @@ from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings, se
 from cds.fhir.gateway import GatewayLimits
 from cds.fhir.safejson import DEFAULT_MAX_DEPTH
 from cds.population.bulk import PollPolicy
-from cds.service.app import serve
 from cds.service.auth import AuthConfig
+from cds.service.serving import serve
 from cds.store.database import Database, make_engine
 
 

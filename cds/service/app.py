@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
+from cds.config import Settings
 from cds.engine import units
 from cds.fhir.gateway import FhirGateway
 from cds.service.api import router
@@ -37,6 +36,7 @@ from cds.service.errors import error_response, install_error_handlers
 from cds.service.feedback import FeedbackStore
 from cds.service.limits import EngineRunner, Slots
 from cds.service.logs import configure_logging
+from cds.service.serving import worker_settings
 from cds.service.state import (
     Evaluator,
     ServiceState,
@@ -187,38 +187,6 @@ def log_security_posture(settings: Settings) -> None:
         )
 
 
-#: Set by `serve` in the parent of several workers once it has migrated the database: the workers
-#: then skip the migration (and never import Alembic, ~9 MB per worker). Not a setting: process
-#: plumbing between `serve` and `app_factory`.
-MIGRATED_BY_PARENT = "_CDS_SERVE_MIGRATED"
-
-
-def migrate_once(database_url: str) -> None:
-    """Apply the migrations once before several workers start (``cds db upgrade`` in a short-lived
-    child process, so neither this long-lived parent nor the workers import Alembic), then tell the
-    workers (`MIGRATED_BY_PARENT`: they skip it). `DatabaseUnavailable` if it fails."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "CDS_DATABASE_URL": database_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "cds.cli", "db", "upgrade"], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise DatabaseUnavailable(f"the database migration failed: {tail}")
-    os.environ[MIGRATED_BY_PARENT] = database_url
-
-
-def worker_settings() -> Settings:
-    """The settings of one worker process: the environment's, without the start-up migration when
-    the parent process has already applied it (`MIGRATED_BY_PARENT`)."""
-    settings = Settings()
-    if settings.database_migrate and os.environ.get(MIGRATED_BY_PARENT) == settings.database_url:
-        settings = settings.model_copy(update={"database_migrate": False})
-    return settings
-
-
 def app_factory() -> FastAPI:
     """The app of one worker process of ``cds serve --workers N`` (settings from the environment,
     `worker_settings`), prepared for serving (`prepare_process`). uvicorn calls it once in each
@@ -235,44 +203,3 @@ def prepare_process() -> None:
     units.preload()
     gc.collect()
     gc.freeze()
-
-
-def serve(
-    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = DEFAULT_WORKERS, settings: Settings | None = None
-) -> None:
-    """Run the service with uvicorn (blocking). ``cds serve [--host] [--port] [--workers]`` calls this.
-
-    With ``workers > 1`` uvicorn starts that many worker processes sharing the listening socket,
-    each building its own app from the environment's settings (`app_factory`). Everything shared
-    between workers (feedback, JWT ids seen) is in the database, migrated here once before the
-    workers start; an in-memory SQLite database cannot be shared and is refused."""
-    import uvicorn
-
-    settings = settings or Settings()
-    if workers < 1:
-        raise ValueError("workers must be at least 1")
-    options: dict[str, object] = {
-        "host": host,
-        "port": port,
-        "log_level": settings.log_level.lower(),
-        "proxy_headers": True,
-    }
-    if workers == 1:
-        app = create_app(settings)
-        prepare_process()
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
-        return
-    database = Database.from_settings(settings)
-    try:
-        if not database.shared_across_processes:
-            raise ValueError("several workers need a shared database: CDS_DATABASE_URL is an in-memory SQLite")
-        if database.backend == "sqlite":
-            logging.getLogger("cds.service").warning(
-                "several workers share a SQLite file: fine on one machine; replicas need PostgreSQL",
-                extra={"event": "store.sqlite_workers"},
-            )
-    finally:
-        database.dispose()
-    if settings.database_migrate:
-        migrate_once(settings.database_url)
-    uvicorn.run("cds.service.app:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]

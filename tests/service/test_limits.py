@@ -196,7 +196,7 @@ def test_release_memory_collects_and_trims() -> None:
 
 
 def test_workers_skip_the_migration_their_parent_applied(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from cds.service.app import MIGRATED_BY_PARENT, worker_settings
+    from cds.service.serving import MIGRATED_BY_PARENT, worker_settings
 
     url = f"sqlite:///{tmp_path}/w.sqlite3"
     monkeypatch.setenv("CDS_DATABASE_URL", url)
@@ -209,7 +209,7 @@ def test_workers_skip_the_migration_their_parent_applied(monkeypatch: pytest.Mon
 
 
 def test_migrate_once_migrates_in_a_child_and_marks_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from cds.service.app import MIGRATED_BY_PARENT, migrate_once
+    from cds.service.serving import MIGRATED_BY_PARENT, migrate_once
     from cds.store.database import Database, DatabaseUnavailable
 
     url = f"sqlite:///{tmp_path}/m.sqlite3"

@@ -36,7 +36,7 @@ def test_serve_takes_a_worker_count() -> None:
 
 def test_several_workers_on_an_in_memory_database_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from cds.config import Settings
-    from cds.service.app import serve
+    from cds.service.serving import serve
 
     with pytest.raises(ValueError, match="shared database"):
         serve(workers=2, settings=Settings(database_url="sqlite://"))
