@@ -77,10 +77,10 @@ def write_population(directory: Path, n: int, seed: int) -> tuple[list[Path], in
     return files, sum(f.stat().st_size for f in files)
 
 
-def synthea_population(root: Path) -> tuple[list[Path], list[Path], int]:
+def synthea_population(root: Path, max_chunks: int | None = None) -> tuple[list[Path], list[Path], int]:
     """(files, files of the first half of the chunks, bytes) of a bench.synthea population: its
-    complete chunks, the resource types the engine reads."""
-    chunks = sorted(p for p in root.glob("chunk-*") if (p / "fhir").is_dir())
+    complete chunks (the first `max_chunks`), the resource types the engine reads."""
+    chunks = sorted(p for p in root.glob("chunk-*") if (p / "fhir").is_dir())[:max_chunks]
     if len(chunks) < 2:
         raise SystemExit(f"{root}: {len(chunks)} complete chunk(s); at least 2 are needed (python -m bench.synthea)")
     wanted = set(READ_TYPES) | set(AUX_TYPES)
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-patients", type=int, default=250, help="about this many patients per partition")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--synthea", type=Path, default=None, help="a bench.synthea population directory")
+    parser.add_argument("--chunks", type=int, default=None, help="with --synthea: at most this many chunks")
     args = parser.parse_args(argv)
     out: Path = args.out or (OUT if args.synthea is None else OUT.with_name("population-synthea-ndjson.json"))
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             half_files, _ = write_population(work / "half", args.patients // 2, args.seed)
             source = f"synthetic cohort (sandbox.generate_cohort, seed {args.seed}; {gen_s:.1f} s to generate)"
         else:
-            files, half_files, size = synthea_population(args.synthea)
+            files, half_files, size = synthea_population(args.synthea, args.chunks)
             args.patients = partition_files(files, work / "count", 1).patients
             source = f"Synthea ({args.synthea.name})"
         if args.synthea is None:
