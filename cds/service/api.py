@@ -39,6 +39,7 @@ from cds.bounded import abounded, check_declared
 from cds.config import Settings
 from cds.errors import CdsError, FhirServerNotAllowed, InvalidRequest, ServiceUnavailable
 from cds.fhir.safejson import JsonRejected, loads_bounded
+from cds.fhir.smart_backend import resource_scopes
 from cds.service.alerts import AlertStatus, chart_suppression
 from cds.service.errors import error_response
 from cds.service.feedback import parse_feedback
@@ -63,8 +64,8 @@ def _state(request: Request) -> ServiceState:
 def service_description(state: ServiceState, service: TrialService) -> ServiceDescription:
     trial = service.trial
     # the SMART scopes of what this trial's queries (and the alert gate's) read
-    types = sorted({q.resource_type for q in (*service.queries, *state.gate_queries)})
-    scopes = " ".join(f"patient/{t}.read" for t in types)
+    types = (q.resource_type for q in (*service.queries, *state.gate_queries))
+    scopes = resource_scopes(types, context="patient", version=1)
     return ServiceDescription(
         hook=HOOK,
         id=service.id,
