@@ -14,9 +14,9 @@ same worker counts:
    in this process and shares the machine's cores: the floor's own scaling shows what the machine
    allows, and the target is a ratio of gains (service 1->2 workers >= 0.9x the floor's).
 2. memory: 8 concurrent hook calls each carrying a 20,000-Observation prefetch (about 15 MB),
-   against one worker with the shipped limits; peak RSS of the server's process tree (sampled
-   every 20 ms), every answer's status (200, or 503 with Retry-After) and latency against the
-   request deadline + 1 s.
+   against ``cds serve --workers N`` itself (N = 1, 2; its own parent process) with the shipped
+   limits; peak RSS of the server's process tree (sampled every 20 ms), every answer's status (200,
+   or 503 with Retry-After) and latency against the request deadline + 1 s.
 3. decoder: `cds.fhir.safejson.loads_bounded` against `json.loads` on the same bytes, per record.
 
 Every loop is bounded in count and time; everything is on 127.0.0.1. Writes ``scale.json`` and
@@ -233,7 +233,7 @@ def bench_memory(ehr: EhrIdentity, env: dict[str, str], observations: int = 20_0
     deadline = Settings().request_deadline
     out: dict[str, Any] = {"bodyBytes": len(body), "concurrent": 8, "deadlineSeconds": deadline}
     for workers in (1, 2):
-        app = AppProcess("service", env={**env, **ehr.env()}, workers=workers, name="scale-memory")
+        app = AppProcess("service", env={**env, **ehr.env()}, workers=workers, name="scale-memory", shipped=True)
         app.start(timeout=START_TIMEOUT)
         with contextlib.closing(_Stopper(app)):
             pid = app._proc.pid if app._proc is not None else 0

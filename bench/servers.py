@@ -32,7 +32,13 @@ class AppProcess:
         workers: int = 1,
         name: str | None = None,
         log_dir: Path | None = None,
+        shipped: bool = False,
     ) -> None:
+        """`shipped`: the service as an operator runs it, ``cds serve --workers N`` (its own parent
+        process, no ``/bench/stats``), instead of `bench.serve`."""
+        if shipped and kind != "service":
+            raise ValueError("only the service is shipped")
+        self.shipped = shipped
         self.kind = kind
         self.workers = workers
         self.env = env or {}
@@ -44,7 +50,8 @@ class AppProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> AppProcess:
-        cmd = [sys.executable, "-m", "bench.serve", self.kind, "--port", str(self.port), "--workers", str(self.workers)]
+        program = ["cds.cli", "serve"] if self.shipped else ["bench.serve", self.kind]
+        cmd = [sys.executable, "-m", *program, "--port", str(self.port), "--workers", str(self.workers)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         with open(self.log_path, "wb") as log:

@@ -67,6 +67,10 @@ class ServiceProcesses:
                 time.sleep(0.2)
         return [base for _, _, base in started]
 
+    def pids(self) -> list[int]:
+        """The process ids of the services started (each the parent of its workers)."""
+        return [proc.pid for proc, _ in self._procs]
+
     def stop_all(self) -> None:
         procs, self._procs = self._procs, []
         for proc, _ in procs:

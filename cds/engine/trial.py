@@ -10,16 +10,18 @@ import traceback
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cds.engine.definition import Analyte, Policy, ValueSet
 from cds.engine.facts import raw_medication_activity
 from cds.engine.model import CriterionResult, Evidence, Kind, Report, Status
 from cds.engine.reads import Read, reads
-from cds.engine.record import MEDICATION_TYPES, PatientRecord, build_record
+from cds.engine.record import MEDICATION_TYPES, PatientRecord, about_patient, build_record
 from cds.engine.rules import Context, Outcome, Rule
 from cds.engine.timeutil import span
 from cds.fhirjson import codes, coding_pairs, codings, observation_key
+
+R = TypeVar("R", bound=Mapping[str, Any])
 
 log = logging.getLogger("cds.engine")
 
@@ -185,6 +187,23 @@ class Trial:
         (`Prefilter`); `resources`, the whole record, lets it follow references (a medication's
         Medication, a report's results), else what needs them is kept."""
         return Prefilter(self, as_of, resources)
+
+    def without_unread_observations(self, resources: Iterable[R], *, patient_id: str, as_of: date) -> list[R]:
+        """`resources` without the Observations about this patient that no criterion reads on
+        `as_of` (the `Prefilter`'s decision, which looks at nothing but the Observation itself):
+        `evaluate` gives the same report on what this returns as on `resources`. A caller holding a
+        big record lets the dropped Observations go before the models are built (the hook service
+        under a 20,000-Observation prefetch). Anything else (another patient's, not an object) is
+        kept for `evaluate` to report."""
+        keep = Prefilter(self, as_of, None)
+        return [
+            raw
+            for raw in resources
+            if not isinstance(raw, Mapping)
+            or raw.get("resourceType") != "Observation"
+            or not about_patient(raw, patient_id)
+            or keep("Observation", raw)
+        ]
 
     def not_applicable(self, conditions: Iterable[Mapping[str, Any]]) -> bool:
         """True when no usable Condition carries an applicability code (raw JSON, no model building).

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -418,6 +419,12 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         record["resources"] = len(data.resources)
         if data.incomplete:
             record["incomplete"] = list(data.incomplete)
+        # Before any model is built, let go of what the engine will not read: the decoded prefetch
+        # document, and the Observations no criterion reads (on a 20,000-Observation prefetch, most
+        # of the call's memory). The report is the same (`Trial.without_unread_observations`).
+        cds_request.prefetch = None
+        resources = trial.without_unread_observations(data.resources, patient_id=patient_id, as_of=as_of)
+        data = dataclasses.replace(data, resources=resources)
 
         # The engine is CPU-bound (model validation, unit conversion): off the event loop, in a
         # bounded pool, within the deadline (past it: 503, never a verdict).

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import NoReturn
 
 from cds.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
 from cds.store.database import Database, DatabaseUnavailable
@@ -22,7 +24,6 @@ def migrate_once(database_url: str) -> None:
     child process, so neither this long-lived parent nor the workers import Alembic), then tell the
     workers (`MIGRATED_BY_PARENT`: they skip it). `DatabaseUnavailable` if it fails."""
     import subprocess
-    import sys
 
     env = {**os.environ, "CDS_DATABASE_URL": database_url}
     done = subprocess.run(
@@ -51,24 +52,19 @@ def serve(
     With ``workers > 1`` uvicorn starts that many worker processes sharing the listening socket,
     each building its own app from the environment's settings (`app_factory`). Everything shared
     between workers (feedback, JWT ids seen) is in the database, migrated here once before the
-    workers start; an in-memory SQLite database cannot be shared and is refused."""
-    import uvicorn
-
+    workers start; an in-memory SQLite database cannot be shared and is refused. This process
+    then becomes uvicorn's supervisor of the workers (`supervisor_argv`, by exec): it never returns."""
     settings = settings or Settings()
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    options: dict[str, object] = {
-        "host": host,
-        "port": port,
-        "log_level": settings.log_level.lower(),
-        "proxy_headers": True,
-    }
     if workers == 1:
+        import uvicorn
+
         from cds.service.app import create_app, prepare_process
 
         app = create_app(settings)
         prepare_process()
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), proxy_headers=True)
         return
     database = Database.from_settings(settings)
     try:
@@ -83,4 +79,24 @@ def serve(
         database.dispose()
     if settings.database_migrate:
         migrate_once(settings.database_url)
-    uvicorn.run("cds.service.app:app_factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    # This process has imported the settings, the database layer and the CLI (about 70 MB) that the
+    # supervisor of the workers never uses: it becomes a bare uvicorn supervisor instead (same pid,
+    # so a process manager's signals reach it; about 25 MB). Each worker builds its app from the
+    # environment, which carries the settings and `MIGRATED_BY_PARENT`.
+    exec_process(supervisor_argv(host, port, workers, settings.log_level))
+
+
+def supervisor_argv(host: str, port: int, workers: int, log_level: str) -> list[str]:
+    """The command line of the workers' supervisor: uvicorn's own, serving `app_factory`."""
+    return [
+        sys.executable, "-m", "uvicorn", "cds.service.app:app_factory", "--factory",
+        "--workers", str(workers), "--host", host, "--port", str(port),
+        "--log-level", log_level.lower(), "--proxy-headers",
+    ]  # fmt: skip
+
+
+def exec_process(argv: list[str]) -> NoReturn:
+    """Replace this process with `argv` (`os.execv`; the environment is kept)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606  (our own interpreter and arguments, no shell)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cards.trial import TrialLike
 from cards.wording import CardWording
@@ -27,6 +27,8 @@ from cds.store.database import Database
 from cds.trials import service_id
 
 HOOK = "patient-view"
+
+R = TypeVar("R", bound=Mapping[str, Any])
 
 
 class ServiceTrial(TrialLike, Protocol):
@@ -55,6 +57,8 @@ class ServiceTrial(TrialLike, Protocol):
         searched: Collection[str],
         incomplete: Collection[str] = (),
     ) -> bool: ...
+
+    def without_unread_observations(self, resources: Iterable[R], *, patient_id: str, as_of: date) -> list[R]: ...
 
     def evaluate(
         self,

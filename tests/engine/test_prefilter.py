@@ -14,6 +14,7 @@ import pytest
 
 from cds.bundles import BundleContents, read_bundle_file, read_inputs
 from cds.engine import evaluate
+from cds.engine.model import DataIssueKind
 from cds.engine.record import build_record
 from cds.engine.trial import Trial, set_strict
 from cds.trials import get
@@ -224,3 +225,48 @@ def test_an_invalid_condition_no_criterion_reads_does_not_block_the_not_applicab
     assert [i.reference for i in evaluate(blocked, patient_id=b.PID, as_of=b.AS_OF, searched=searched).data_issues] == [
         "Condition/c-pregnancy"
     ]
+
+
+def _all_fixture_patients() -> list[tuple[Trial, Any, str, Any]]:
+    """(trial, resources, patient id, searched) for every fixture of both trials and the Synthea corpus."""
+    out: list[tuple[Trial, Any, str, Any]] = []
+    for trial, folder in ((TRIAL, ROOT / "patients"), (SECOND, SECOND_DIR / "patients")):
+        for path in sorted(folder.glob("*.json")):
+            contents = read_bundle_file(path)
+            out += [(trial, p.resources, p.patient_id, contents.searched) for p in contents.patients]
+    for contents in read_inputs([SYNTHEA / "lupus", SYNTHEA / "controls"]):
+        assert isinstance(contents, BundleContents)
+        out += [(t, p.resources, p.patient_id, contents.searched) for t in (TRIAL, SECOND) for p in contents.patients]
+    return out
+
+
+def test_without_unread_observations_changes_no_report_and_drops_some() -> None:
+    """What the hook service hands the engine after releasing the Observations no criterion reads
+    (`Trial.without_unread_observations`) gives the same report as the whole record, on every
+    fixture of both trials and the Synthea corpus."""
+    cases = _all_fixture_patients()
+    assert len(cases) >= 150 + 58 + 32
+    dropped = 0
+    for trial, resources, patient_id, searched in cases:
+        kept = trial.without_unread_observations(resources, patient_id=patient_id, as_of=AS_OF)
+        dropped += len(resources) - len(kept)
+        assert all(r["resourceType"] == "Observation" for r in resources if r not in kept)
+        whole = trial.evaluate(resources, patient_id=patient_id, as_of=AS_OF, searched=searched)
+        assert trial.evaluate(kept, patient_id=patient_id, as_of=AS_OF, searched=searched) == whole, patient_id
+    assert dropped > 1000  # the Synthea charts' vital signs, social history and old panels
+
+
+def test_without_unread_observations_keeps_what_the_engine_reports() -> None:
+    """Another patient's Observation and a non-object entry are not dropped: `evaluate` reports them."""
+    unread = {"resourceType": "Observation", "id": "o-bp", "status": "final",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+              "subject": {"reference": f"Patient/{b.PID}"}, "effectiveDateTime": "2026-10-01"}  # fmt: skip
+    other = {**unread, "id": "o-other", "subject": {"reference": "Patient/someone-else"}}
+    record: list[Any] = [*b.base_record(), unread, other, "not an object"]
+    kept = TRIAL.without_unread_observations(record, patient_id=b.PID, as_of=b.AS_OF)
+    assert unread not in kept
+    assert other in kept
+    assert "not an object" in kept
+    report = evaluate(kept, patient_id=b.PID, as_of=b.AS_OF)
+    assert report == evaluate(record, patient_id=b.PID, as_of=b.AS_OF)
+    assert {i.kind for i in report.data_issues} >= {DataIssueKind.WRONG_PATIENT, DataIssueKind.NOT_JSON_OBJECT}

@@ -190,3 +190,39 @@ async def test_a_referred_patient_without_the_disease_gets_no_reminder_card(sett
                 response = await client.post(SERVICE, json=request)
     assert response.status_code == 200, response.text
     assert response.json() == {"cards": []}
+
+
+class RecordingEvaluator(CountingEvaluator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resources: list[dict[str, Any]] = []
+
+    def __call__(self, resources: list[dict[str, Any]], **kwargs: Any) -> Any:
+        self.resources = resources
+        return super().__call__(resources, **kwargs)
+
+
+async def test_the_engine_is_handed_no_observation_no_criterion_reads(make_client: Any, settings: Settings) -> None:
+    """Before the engine runs, the call lets go of the Observations no criterion reads (on a big
+    prefetch, most of its memory): the engine never sees them, and the card is the same."""
+    request = build_request(load_bundle(PATIENTS / "real-active-sle.json"), fhir_server=None)
+    vitals = {
+        "resourceType": "Observation", "id": "bp-1", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6", "display": "Systolic blood pressure"}]},
+        "subject": {"reference": "Patient/real-active-sle"}, "effectiveDateTime": "2026-10-20",
+        "valueQuantity": {"value": 128, "unit": "mm[Hg]", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+    }  # fmt: skip
+    before = RecordingEvaluator()
+    async with make_client(settings, evaluator=before) as client:
+        plain = await client.post(SERVICE, json=request)
+    observations = request["prefetch"]["observations"]
+    observations["entry"] = [*observations.get("entry", []), {"resource": vitals}]
+    observations["total"] = len(observations["entry"])
+    after = RecordingEvaluator()
+    async with make_client(settings, evaluator=after) as client:
+        with_vitals = await client.post(SERVICE, json=request)
+    assert plain.status_code == with_vitals.status_code == 200
+    assert without_uuids(plain.json()) == without_uuids(with_vitals.json())
+    assert after.calls == 1
+    assert "bp-1" not in {r.get("id") for r in after.resources}
+    assert {r.get("id") for r in after.resources} == {r.get("id") for r in before.resources}

@@ -225,3 +225,32 @@ def test_migrate_once_migrates_in_a_child_and_marks_it(monkeypatch: pytest.Monke
     with pytest.raises(DatabaseUnavailable):
         migrate_once(f"postgresql://cds@127.0.0.1:{free_port()}/none")
     assert MIGRATED_BY_PARENT not in os.environ
+
+
+def test_serve_with_workers_becomes_a_bare_uvicorn_supervisor(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The parent of several workers is replaced (exec) by uvicorn's own supervisor of
+    `cds.service.app:app_factory`, after the migration: it keeps none of the CLI's imports (settings,
+    database layer: about 70 MB of a 2-worker deployment's memory)."""
+    import os
+
+    from cds.config import Settings
+    from cds.service import serving
+
+    url = f"sqlite:///{tmp_path}/s.sqlite3"
+    monkeypatch.delenv(serving.MIGRATED_BY_PARENT, raising=False)
+    monkeypatch.setenv("CDS_DATABASE_URL", url)
+    execs: list[list[str]] = []
+
+    def exec_process(argv: list[str]) -> None:
+        execs.append(argv)
+        raise SystemExit(0)  # what exec would never do: end here
+
+    monkeypatch.setattr(serving, "exec_process", exec_process)
+    with pytest.raises(SystemExit):
+        serving.serve(host="127.0.0.1", port=8123, workers=3, settings=Settings(database_url=url, log_level="WARNING"))
+    [argv] = execs
+    assert argv[1:5] == ["-m", "uvicorn", "cds.service.app:app_factory", "--factory"]
+    assert argv[argv.index("--workers") + 1] == "3"
+    assert argv[argv.index("--port") + 1] == "8123"
+    assert argv[argv.index("--log-level") + 1] == "warning"
+    assert os.environ[serving.MIGRATED_BY_PARENT] == url, "migrated once, before the exec"

@@ -75,6 +75,9 @@ def test_serve_with_two_workers_refuses_a_replay_whichever_worker_answers(
 ) -> None:
     ehr = FakeEhr()
     [base] = service_processes.start(1, postgres_url, _env(tmp_path, ehr), workers=2)
+    [parent] = service_processes.pids()
+    command = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+    assert command[1:4] == [b"-m", b"uvicorn", b"cds.service.app:app_factory"], "cds serve became uvicorn's supervisor"
     tokens = [ehr.token() for _ in range(6)]
     assert [_hook(base, t).status_code for t in tokens] == [200] * 6
     assert [_hook(base, t).status_code for t in tokens] == [401] * 6
