@@ -47,7 +47,6 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from starlette.concurrency import run_in_threadpool
 
 from cds.bounded import aread_bounded
 from cds.config import setting_default
@@ -205,6 +204,7 @@ class JwtAuthenticator:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._replay.aclose()
 
     # ------------------------------------------------------------------ keys
 
@@ -385,6 +385,6 @@ class JwtAuthenticator:
         except jwt.PyJWTError:
             raise _Refused("bad-signature") from None
         issuer, jti, until = self._check_claims(claims, audience)
-        if not await run_in_threadpool(self._replay.claim, issuer, jti, until):
+        if not await self._replay.aclaim(issuer, jti, until):
             raise _Refused("replayed-jti")
         return claims

@@ -104,6 +104,8 @@ class Database:
 
     def __init__(self, url: str, *, connect_timeout: float = _CONNECT_TIMEOUT, pool_size: int = _POOL_SIZE) -> None:
         self.url = normalise_url(url)
+        self.connect_timeout = connect_timeout
+        self.pool_size = pool_size
         self.engine = make_engine(url, connect_timeout=connect_timeout, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -7,19 +7,28 @@ only when inserted or taken over from an expired entry): the primary key makes a
 insert from another process lose (it sees the conflict after the winner commits), and an expired
 row is reused. Expired rows are deleted at most once per `purge_every` seconds per process.
 
-On PostgreSQL the claim is one server-side prepared statement on a pooled psycopg connection (no
-SQLAlchemy result machinery): it runs on every authenticated call, so its CPU cost is the hook's.
-The commit stays durable (``synchronous_commit`` as the server has it). Any database error, on
-either backend, is `DatabaseUnavailable` (503): fail closed, never "not seen".
+It runs on every authenticated call, so its cost is the hook's. The service calls `aclaim`: on
+PostgreSQL one server-side prepared statement in autocommit (one round trip, durable as the server's
+``synchronous_commit`` has it) on a psycopg async connection from a per-process pool
+(`psycopg_pool`), on the event loop itself: no thread hop, no SQLAlchemy machinery, no ping before
+each use. A pooled connection the server dropped fails on use; it is discarded and the claim is
+tried once more on a fresh one. If that retry finds the id already seen, the first attempt may have
+recorded it before the connection was lost: the answer is then `DatabaseUnavailable`, not "seen".
+On SQLite `aclaim` runs `claim` in a worker thread. Any database error, on either backend, is
+`DatabaseUnavailable` (503): fail closed, never "not seen".
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Executable, Float, String, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -29,6 +38,14 @@ from cds.store.base import Base
 from cds.store.database import Database, DatabaseUnavailable
 
 Clock = Callable[[], float]
+
+
+class _ConnectionLost(Exception):
+    """A pooled connection turned out to be dropped by the server (it is discarded)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class ReplayRow(Base):
@@ -54,6 +71,8 @@ class ReplayStore:
             raise ValueError(f"unsupported database for the JWT replay store: {database.backend}")
         self._upsert = self._statement(database.backend)
         self._dbapi_error: type[Exception] = getattr(database.engine.dialect.dbapi, "Error", DBAPIError)
+        self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._async_pool_lock = asyncio.Lock()
 
     #: The PostgreSQL claim, as `_statement` builds it, in the driver's parameter style.
     _PG_CLAIM = (
@@ -118,6 +137,72 @@ class ReplayStore:
         finally:
             connection.close()  # back to the pool
         return fresh
+
+    async def aclaim(self, issuer: str, jti: str, until: float) -> bool:
+        """`claim`, for the event loop (see the module docstring)."""
+        if self.database.backend != "postgresql":
+            return await anyio.to_thread.run_sync(self.claim, issuer, jti, until)
+        now = self._clock()
+        params = {"key": replay_key(issuer, jti), "until": until, "now": now}
+        purge = now >= self._next_purge
+        if purge:
+            self._next_purge = now + self._purge_every
+        try:
+            pool = await self._pool()
+            try:
+                return await self._aclaim_once(pool, params, purge)
+            except _ConnectionLost:
+                pass  # a connection the server dropped while it sat in the pool: once more, on a fresh one
+            try:
+                fresh = await self._aclaim_once(pool, params, purge)
+            except _ConnectionLost as lost:
+                raise DatabaseUnavailable(f"the database is unavailable ({lost.error})") from None
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from None
+        if not fresh:
+            raise DatabaseUnavailable("the database connection was lost during the JWT id check")
+        return fresh
+
+    async def _aclaim_once(
+        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], params: dict[str, Any], purge: bool
+    ) -> bool:
+        connection: psycopg.AsyncConnection[Any] | None = None
+        try:
+            async with pool.connection() as connection:
+                cursor = await connection.execute(self._PG_CLAIM, params, prepare=True)
+                fresh = await cursor.fetchone() is not None  # inserted or taken over
+                if purge:
+                    await connection.execute(self._PG_PURGE, {"now": params["now"]}, prepare=True)
+                return fresh
+        except psycopg.OperationalError as exc:
+            if connection is not None and connection.broken:
+                raise _ConnectionLost(type(exc).__name__) from None  # the pool discards it
+            raise
+
+    async def _pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """This process's async pool (opened on first use, on the running loop)."""
+        if self._async_pool is None:
+            async with self._async_pool_lock:
+                if self._async_pool is None:
+                    url = self.database.url.set(drivername="postgresql")
+                    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+                        url.render_as_string(hide_password=False),
+                        min_size=0,
+                        max_size=self.database.pool_size,
+                        timeout=self.database.connect_timeout,
+                        kwargs={"autocommit": True, "connect_timeout": max(1, round(self.database.connect_timeout))},
+                        open=False,
+                        name="cds-jwt-replay",
+                    )
+                    await pool.open()
+                    self._async_pool = pool
+        return self._async_pool
+
+    async def aclose(self) -> None:
+        """Close the async pool (the service's shutdown)."""
+        pool, self._async_pool = self._async_pool, None
+        if pool is not None:
+            await pool.close()
 
     def count(self) -> int:
         """Rows held (expired ones included until the next purge)."""

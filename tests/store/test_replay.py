@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,4 +114,120 @@ def test_a_lost_postgresql_connection_is_replaced_and_replays_stay_refused(postg
         assert results.count(True) == 1, results  # [True, False] or [None, True]
         assert not store.claim("iss", "before", until=4e9), "still remembered"
     finally:
+        database.dispose()
+
+
+# ------------------------------------------------------------------------------------------------
+# `aclaim`: what the service calls on its event loop
+
+
+async def test_aclaim_is_new_once_then_refused_and_shares_what_claim_saw(database: Database) -> None:
+    now = [1000.0]
+    store = ReplayStore(database, clock=lambda: now[0])
+    try:
+        assert await store.aclaim("iss", "a1", until=1300.0)
+        assert not await store.aclaim("iss", "a1", until=1300.0)
+        assert not store.claim("iss", "a1", until=1300.0), "the synchronous claim sees it too"
+        assert store.claim("iss", "a2", until=1300.0)
+        assert not await store.aclaim("iss", "a2", until=1300.0)
+        now[0] = 1301.0
+        assert await store.aclaim("iss", "a1", until=1600.0), "an expired entry is taken over"
+    finally:
+        await store.aclose()
+
+
+async def test_aclaim_purges_expired_rows(database: Database) -> None:
+    now = [1000.0]
+    store = ReplayStore(database, clock=lambda: now[0], purge_every=0.0)
+    try:
+        for i in range(20):
+            assert await store.aclaim("iss", f"p{i}", until=1100.0)
+        now[0] = 2000.0
+        assert await store.aclaim("iss", "late", until=2100.0)
+        assert store.count() == 1
+    finally:
+        await store.aclose()
+
+
+async def test_concurrent_aclaims_of_one_jti_have_exactly_one_winner(postgres_url: str) -> None:
+    databases = [Database(postgres_url) for _ in range(4)]
+    databases[0].upgrade()
+    stores = [ReplayStore(db) for db in databases]
+    try:
+        # 4 processes' stores, 3 concurrent calls each, all on one event loop
+        results = await asyncio.gather(*(s.aclaim("iss", "async-race", until=4e9) for s in stores for _ in range(3)))
+    finally:
+        for s, db in zip(stores, databases, strict=True):
+            await s.aclose()
+            db.dispose()
+    assert sorted(results) == [False] * 11 + [True]
+
+
+async def test_aclaim_on_an_unreachable_database_is_unavailable_never_new() -> None:
+    from sandbox import free_port
+
+    database = Database(f"postgresql://cds@127.0.0.1:{free_port()}/none", connect_timeout=1.0)
+    store = ReplayStore(database)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await store.aclaim("iss", "j", until=4e9)
+    finally:
+        await store.aclose()
+        database.dispose()
+
+
+async def test_aclaim_replaces_a_connection_the_server_dropped_without_failing_the_call(postgres_url: str) -> None:
+    """No ping before each use: a pooled connection the server dropped fails on use, is discarded,
+    and the claim is made on a fresh one; replays stay refused."""
+    from sqlalchemy import text
+
+    database = Database(postgres_url)
+    database.upgrade()
+    store = ReplayStore(database)
+    try:
+        assert await store.aclaim("iss", "async-before", until=4e9)
+        admin = Database(postgres_url)
+        with admin.engine.begin() as connection:  # the server drops every other session of the database
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        admin.dispose()
+        assert await store.aclaim("iss", "async-after", until=4e9)
+        assert not await store.aclaim("iss", "async-before", until=4e9), "still remembered"
+        assert not await store.aclaim("iss", "async-after", until=4e9)
+    finally:
+        await store.aclose()
+        database.dispose()
+
+
+async def test_a_jti_seen_only_after_a_lost_connection_is_unavailable_not_replayed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt may have recorded the id before its connection was lost: the retry's "seen"
+    is then ambiguous, so the answer is 503 (DatabaseUnavailable), never a 401 for a replay."""
+    from cds.store import replay
+
+    database = Database(postgres_url)
+    database.upgrade()
+    store = ReplayStore(database)
+    real = ReplayStore._aclaim_once
+    attempts: list[bool] = []
+
+    async def recorded_then_lost(self: ReplayStore, *args: Any) -> bool:
+        fresh = await real(self, *args)
+        attempts.append(fresh)
+        if len(attempts) == 1:
+            raise replay._ConnectionLost("OperationalError")  # the answer never came back
+        return fresh
+
+    monkeypatch.setattr(ReplayStore, "_aclaim_once", recorded_then_lost)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await store.aclaim("iss", "lost-answer", until=4e9)
+        assert attempts == [True, False]
+    finally:
+        await store.aclose()
         database.dispose()
