@@ -281,7 +281,7 @@ def _chart_gate(
     return chart_suppression(gate.resources, patient_id=patient_id, trial_id=service.trial.id, today=as_of)
 
 
-async def _prefetched(
+async def _fast_path_data(
     state: ServiceState,
     service: TrialService,
     cds_request: CdsRequest,
@@ -290,15 +290,18 @@ async def _prefetched(
     since: date,
     record: dict[str, Any],
 ) -> GatheredData | None:
-    """The service's data when the prefetch alone holds all of it, read without any FHIR request;
-    None when something would have to be fetched, or the prefetch is refused (the caller then reads
-    the alert state first, so a snoozed card costs no FHIR round trip, and gathers as usual)."""
+    """What the not-applicable fast path reads (the Patient and the Conditions,
+    `TrialService.fast_path_queries`) when the prefetch alone holds all of it, read without any FHIR
+    request; None when something would have to be fetched, or the prefetch is refused (the caller
+    then reads the alert state first, so a snoozed card costs no FHIR round trip, and gathers
+    everything as usual). The other prefetch keys are not read at all on this path: whatever they
+    hold, a chart without the trial's disease gets no card."""
     if not cds_request.prefetch:
         return None
     try:
         data = await gather_data(
             cds_request,
-            service.queries,
+            service.fast_path_queries,
             state.gateway,
             deadline_seconds=min(state.settings.fhir_deadline, deadline.left("reading the prefetch")),
             require_all=state.settings.require_all_data,
@@ -372,11 +375,13 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         now = datetime.now(UTC)
         patient_id = cds_request.context.patientId
         since = trial.observation_cutoff(as_of)
-        # The common call (a chart with no applicability code, all of it prefetched) is answered
-        # from the prefetch alone: no card can be shown, so no alert state, gate or engine.
-        data = await _prefetched(state, service, cds_request, fetch, deadline, since, record)
-        if data is not None and _certainly_excluded(settings, trial, data, patient_id):
-            return _fast_path(record, started, data)
+        # The common call (a chart with no applicability code, its Patient and Conditions
+        # prefetched) is answered from those two keys alone: no card can be shown, so no other
+        # key, alert state, gate or engine is read.
+        fast = await _fast_path_data(state, service, cds_request, fetch, deadline, since, record)
+        if fast is not None and _certainly_excluded(settings, trial, fast, patient_id):
+            return _fast_path(record, started, fast)
+        del fast
         patient_key, quiet = await _alert_state(state, service, cds_request.fhirServer, patient_id, now, record)
         if quiet.snoozed_until is not None:  # dismissed by a clinician: no card, nothing fetched
             record.update(status=200, outcome="no-card", suppressed="snoozed", cards=0)
@@ -384,26 +389,25 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
 
         referred_on = quiet.referred_on  # a referral made from a card: a quiet reminder instead
         gate_task = None if referred_on is not None else asyncio.create_task(_gather_gate(state, cds_request, fetch))
-        if data is None:
-            try:
-                data = await gather_data(
-                    cds_request,
-                    service.queries,
-                    state.gateway,
-                    deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
-                    require_all=settings.require_all_data,
-                    fetch=fetch,
-                    log_record=record,
-                    since=since,
-                )
-            except BaseException:
-                if gate_task is not None:
-                    gate_task.cancel()
-                raise
-            if _certainly_excluded(settings, trial, data, patient_id):
-                if gate_task is not None:
-                    gate_task.cancel()
-                return _fast_path(record, started, data)
+        try:
+            data = await gather_data(
+                cds_request,
+                service.queries,
+                state.gateway,
+                deadline_seconds=min(settings.fhir_deadline, deadline.left("fetching FHIR data")),
+                require_all=settings.require_all_data,
+                fetch=fetch,
+                log_record=record,
+                since=since,
+            )
+        except BaseException:
+            if gate_task is not None:
+                gate_task.cancel()
+            raise
+        if _certainly_excluded(settings, trial, data, patient_id):  # on Conditions fetched
+            if gate_task is not None:
+                gate_task.cancel()
+            return _fast_path(record, started, data)
         if referred_on is not None:
             card = referred_card(trial, referred_on.isoformat(), new_uuid=state.new_uuid)
             await _record_issued(state, service, [card], patient_key, now, record)

@@ -27,6 +27,7 @@ from cds.store.database import Database
 from cds.trials import service_id
 
 HOOK = "patient-view"
+FAST_PATH_TYPES = ("Patient", "Condition")
 
 R = TypeVar("R", bound=Mapping[str, Any])
 
@@ -127,11 +128,15 @@ class TrialService:
     wording: CardWording
     queries: tuple[PrefetchQuery, ...] = ()
     id: str = field(init=False)
+    fast_path_queries: tuple[PrefetchQuery, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.id = service_id(self.trial.id)
         if not self.queries:
             self.queries = queries_for(self.trial)  # what the criteria declare they read
+        # What the not-applicable fast path reads (`certainly_excluded_without_evaluation`): the
+        # Conditions, and the Patient every call requires.
+        self.fast_path_queries = tuple(q for q in self.queries if q.resource_type in FAST_PATH_TYPES)
 
 
 def trial_service(trial: ServiceTrial, evaluator: Evaluator | None = None) -> TrialService:

@@ -226,3 +226,40 @@ async def test_the_engine_is_handed_no_observation_no_criterion_reads(make_clien
     assert after.calls == 1
     assert "bp-1" not in {r.get("id") for r in after.resources}
     assert {r.get("id") for r in after.resources} == {r.get("id") for r in before.resources}
+
+
+async def test_the_fast_path_reads_only_the_patient_and_conditions(
+    make_client: Any, settings: Settings, respx_mock: respx.MockRouter
+) -> None:
+    """A chart without the trial's disease is answered from its Patient and Conditions: the other
+    keys are not read, so neither a missing one nor one that does not fit is fetched from the FHIR
+    server (before, a non-lupus chart waited for every key to be complete)."""
+    request = build_request(load_bundle(PATIENTS / "real-non-lupus.json"), fhir_server=FHIR)
+    request["prefetch"].pop("medicationRequests")
+    observations = request["prefetch"]["observations"]
+    observations["entry"] = [
+        {"resource": {**observations["entry"][0]["resource"], "subject": {"reference": "Patient/x"}}}
+    ]
+    fhir = respx_mock.route(host="fhir.test").mock(return_value=httpx.Response(500))
+    counting = CountingEvaluator()
+    async with make_client(settings, evaluator=counting) as client:
+        response = await client.post(SERVICE, json=request)
+    assert response.status_code == 200
+    assert response.json() == {"cards": []}
+    assert counting.calls == 0
+    assert fhir.call_count == 0
+
+
+async def test_a_lupus_chart_with_a_key_to_fetch_is_still_fetched_and_evaluated(
+    make_client: Any, settings: Settings, respx_mock: respx.MockRouter
+) -> None:
+    """The fast path's two keys being complete does not skip the rest for a chart that has the disease."""
+    request = build_request(load_bundle(PATIENTS / "real-active-sle.json"), fhir_server=FHIR)
+    bundle = request["prefetch"].pop("medicationRequests")
+    fetched = respx_mock.get(f"{FHIR}/MedicationRequest").mock(return_value=httpx.Response(200, json=bundle))
+    counting = CountingEvaluator()
+    async with make_client(settings, evaluator=counting) as client:
+        response = await client.post(SERVICE, json=request)
+    assert response.status_code == 200
+    assert counting.calls == 1
+    assert fetched.call_count == 1
