@@ -14,6 +14,21 @@ from cds.store import Database, DatabaseUnavailable
 from cds.store.replay import ReplayStore
 
 
+def drop_other_sessions(postgres_url: str) -> None:
+    """The server drops every other session of the database (as a restart or an admin would)."""
+    from sqlalchemy import text
+
+    admin = Database(postgres_url)
+    with admin.engine.begin() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     url = f"sqlite:///{tmp_path}/r.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
@@ -89,22 +104,12 @@ def test_an_unreachable_database_is_unavailable_never_new() -> None:
 
 def test_a_lost_postgresql_connection_is_replaced_and_replays_stay_refused(postgres_url: str) -> None:
     """The PostgreSQL claim runs on a raw pooled connection: one the server dropped is not reused."""
-    from sqlalchemy import text
-
     database = Database(postgres_url)
     database.upgrade()
     store = ReplayStore(database)
     try:
         assert store.claim("iss", "before", until=4e9)
-        admin = Database(postgres_url)
-        with admin.engine.begin() as connection:  # the server drops every other session of the database
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-        admin.dispose()
+        drop_other_sessions(postgres_url)
         results = []
         for _ in range(2):  # the dropped connection fails closed at most once, then a new one serves
             try:
@@ -179,22 +184,12 @@ async def test_aclaim_on_an_unreachable_database_is_unavailable_never_new() -> N
 async def test_aclaim_replaces_a_connection_the_server_dropped_without_failing_the_call(postgres_url: str) -> None:
     """No ping before each use: a pooled connection the server dropped fails on use, is discarded,
     and the claim is made on a fresh one; replays stay refused."""
-    from sqlalchemy import text
-
     database = Database(postgres_url)
     database.upgrade()
     store = ReplayStore(database)
     try:
         assert await store.aclaim("iss", "async-before", until=4e9)
-        admin = Database(postgres_url)
-        with admin.engine.begin() as connection:  # the server drops every other session of the database
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-        admin.dispose()
+        drop_other_sessions(postgres_url)
         assert await store.aclaim("iss", "async-after", until=4e9)
         assert not await store.aclaim("iss", "async-before", until=4e9), "still remembered"
         assert not await store.aclaim("iss", "async-after", until=4e9)
