@@ -30,6 +30,7 @@ from cds.fhir.smart_backend import (
     same_origin,
     scope_version,
 )
+from tests.smart_mocks import smart_configuration
 
 BASE = "https://ehr.test/fhir"
 TOKEN_URL = "https://auth.ehr.test/token"
@@ -82,16 +83,7 @@ def make_auth(key_path: Path, clock: Clock, http: httpx.Client, kid: str | None 
 
 @respx.mock
 def test_discovery_reads_the_token_endpoint_and_the_server_capabilities() -> None:
-    respx.get(f"{BASE}/.well-known/smart-configuration").mock(
-        return_value=httpx.Response(
-            200,
-            json={
-                "token_endpoint": TOKEN_URL,
-                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-                "capabilities": ["client-confidential-asymmetric", "permission-v2"],
-            },
-        )
-    )
+    smart_configuration(respx.mock, BASE, TOKEN_URL)
     with httpx.Client() as http:
         config = discover(http, BASE + "/")
     assert config.token_endpoint == TOKEN_URL

@@ -21,6 +21,7 @@ from cds.errors import FhirOutsideBase
 from cds.fhir.smart_backend import BackendClient, BackendServicesAuth, load_signing_key, resource_scopes
 from cds.population.bulk import BulkExportClient
 from cds.population.run import PopulationOptions, export_plan, run_population, trial_for
+from tests.smart_mocks import smart_configuration as shared_smart_configuration
 
 from .fake_bulk import BASE, FIXTURES, FakeBulkServer, bundle_resources, ndjson_by_type
 
@@ -48,17 +49,7 @@ def scheduler() -> Iterator[str]:
 
 
 def smart_configuration(router: respx.MockRouter, **extra: object) -> respx.Route:
-    return router.get(f"{BASE}/.well-known/smart-configuration").mock(
-        return_value=httpx.Response(
-            200,
-            json={
-                "token_endpoint": TOKEN_URL,
-                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-                "capabilities": ["client-confidential-asymmetric", "permission-v2"],
-                **extra,
-            },
-        )
-    )
+    return shared_smart_configuration(router, BASE, TOKEN_URL, **extra)
 
 
 def token_route(router: respx.MockRouter) -> respx.Route:
