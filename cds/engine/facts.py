@@ -309,7 +309,8 @@ def procedures(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Procedu
 # ---------------------------------------------------------------------------------------------
 
 _OBS_USABLE = frozenset({"final", "amended", "corrected"})
-_REPORT_WITHDRAWN = frozenset({"entered-in-error"})
+#: A DiagnosticReport in these statuses withdraws the results it lists (whatever their own status).
+REPORT_WITHDRAWN = frozenset({"entered-in-error"})
 _MIN_INSTANT = datetime.min.replace(tzinfo=UTC)
 
 
@@ -420,7 +421,7 @@ def report_index(record: PatientRecord) -> dict[str, ReportLink]:
         for r in dr.result or []:
             key = observation_key(r.reference or "")
             # a withdrawn report wins over any other listing of the same result
-            if key is not None and (key not in index or link.status in _REPORT_WITHDRAWN):
+            if key is not None and (key not in index or link.status in REPORT_WITHDRAWN):
                 index[key] = link
     record.cache["report-index"] = index
     return index
@@ -554,7 +555,7 @@ def lab_values(
             continue
         ref = f"Observation/{o.id}"
         link = reports.get(ref)
-        if link is not None and link.status in _REPORT_WITHDRAWN:
+        if link is not None and link.status in REPORT_WITHDRAWN:
             continue
         t = obs_time(o) or (link.time if link is not None else None)
         if t is None:

@@ -279,7 +279,7 @@ def range_results(ctx: Context, codes: ValueSet, window_days: int | None) -> lis
             continue
         ref = f"Observation/{o.id}"
         link = reports.get(ref)
-        if link is not None and link.status == "entered-in-error":
+        if link is not None and link.status in facts.REPORT_WITHDRAWN:
             continue
         t = facts.obs_time(o) or (link.time if link is not None else None)
         if t is None or t[0] > ctx.as_of or t[0] < start:

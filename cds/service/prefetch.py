@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
 
+from cds.engine.facts import REPORT_WITHDRAWN
 from cds.engine.record import MEDICATION_TYPES, READ_TYPES, about_patient
 from cds.engine.timeutil import span
 from cds.errors import DataUnavailable, FhirError, FhirInvalidBody, FhirTimeout, combined_fhir_error
@@ -148,6 +149,10 @@ class PrefetchQuery:
         for name, value in self.params:
             if name == "patient":
                 continue
+            if name == "status":
+                if resource.get("status") not in value.split(","):
+                    return False
+                continue
             if name not in ("code", "category"):
                 raise ValueError(f"no search semantics for parameter {name!r}")
             value_ = resource.get(name)
@@ -183,6 +188,7 @@ KEYS = {
 }
 CATEGORY_KEY = "observationsByCategory"
 HISTORY_KEY = "observationHistory"
+WITHDRAWN_REPORTS_KEY = "withdrawnReports"
 # Dated resource types: the FHIR fallback bounds them from below with this search parameter.
 SINCE_PARAMS = {"Observation": "date", "DiagnosticReport": "date", "QuestionnaireResponse": "authored"}
 
@@ -200,8 +206,12 @@ def build_queries(
     ``system|code`` values (OR); with `observation_categories`, a second Observation query
     (`CATEGORY_KEY`) fetches those categories, where data is recognised by its text; with
     `observation_history_codes`, a third (`HISTORY_KEY`) fetches those codes over the whole record
-    (no date bound: cumulative items such as SLICC 2012). A type in `whole_record_types` (read at
-    any date by some rule) is searched without a date bound even where `SINCE_PARAMS` has one.
+    (no date bound: cumulative items such as SLICC 2012); and then, when DiagnosticReports are
+    searched within a date bound, a fourth query (`WITHDRAWN_REPORTS_KEY`) fetches the reports that
+    withdraw their results (`REPORT_WITHDRAWN`: entered in error) over the whole record, so a
+    result read at any date is never counted when an old report withdrew it. A type in
+    `whole_record_types` (read at any date by some rule) is searched without a date bound even
+    where `SINCE_PARAMS` has one.
     """
     patient = (("patient", PATIENT_TOKEN),)
     types = {"Patient", "Condition", *resource_types}
@@ -227,6 +237,9 @@ def build_queries(
         else:
             since = None if rtype in whole else SINCE_PARAMS.get(rtype)
             queries.append(PrefetchQuery(key, rtype, patient, since_param=since))
+            if rtype == "DiagnosticReport" and history and since is not None:
+                withdrawn = (*patient, ("status", ",".join(sorted(REPORT_WITHDRAWN))))
+                queries.append(PrefetchQuery(WITHDRAWN_REPORTS_KEY, rtype, withdrawn))
     return tuple(queries)
 
 

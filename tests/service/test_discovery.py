@@ -12,7 +12,7 @@ from cds.trials.nct04582136 import TRIAL
 READ = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/\{\{context\.patientId\}\}$")
 SEARCH = re.compile(
     r"^(?P<type>[A-Z][A-Za-z]+)\?patient=\{\{context\.patientId\}\}"
-    r"(&code=(?P<codes>[^&]+))?(&category=(?P<categories>[^&]+))?$"
+    r"(&code=(?P<codes>[^&]+))?(&category=(?P<categories>[^&]+))?(&status=(?P<statuses>[^&]+))?$"
 )
 
 

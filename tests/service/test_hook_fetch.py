@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from typing import Any
@@ -343,3 +344,60 @@ async def test_fhir_server_outside_the_allow_list_is_refused(
     _assert_outcome(response, 400, "forbidden")
     assert len(respx_mock.calls) == 0
     assert engine.calls == []
+
+
+def _old_low_wbc() -> dict[str, Any]:
+    return {
+        "resourceType": "Observation", "id": "wbc-old", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "6690-2"}]},
+        "subject": {"reference": f"Patient/{PID}"}, "effectiveDateTime": "2023-03-01T08:00:00Z",
+        "valueQuantity": {"value": 2.1, "unit": "10*9/L", "system": "http://unitsofmeasure.org", "code": "10*9/L"},
+    }  # fmt: skip
+
+
+def _withdrawn_report() -> dict[str, Any]:
+    return {
+        "resourceType": "DiagnosticReport", "id": "cbc-withdrawn", "status": "entered-in-error",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+        "subject": {"reference": f"Patient/{PID}"}, "effectiveDateTime": "2023-03-01T08:00:00Z",
+        "result": [{"reference": "Observation/wbc-old"}],
+    }  # fmt: skip
+
+
+def _cited(report: Any, reference: str) -> bool:
+    return reference in json.dumps(report.to_json())
+
+
+async def test_an_old_report_entered_in_error_is_fetched_and_withdraws_its_results(
+    client: httpx.AsyncClient, engine: RecordingEngine, respx_mock: respx.MockRouter
+) -> None:
+    """Regression: over HTTP (no prefetch: every Oracle Health call) the report search was bounded by
+    the 30-day window, so a 2023 report entered in error was never fetched and the 2023 result it
+    withdraws still counted for SLICC 2012; the service now also searches, at any date, the reports
+    entered in error, as `cds screen` reads the whole chart."""
+    # a generic lupus code: the diagnosis then rests on SLICC 2012 computed from the whole chart
+    lupus = sle_condition()
+    lupus["code"] = {"coding": [{"system": "http://snomed.info/sct", "code": "200936003"}]}
+    fhir = FakeFhir(respx_mock, {"Condition": [lupus], "Observation": [_old_low_wbc()]})
+    withdrawn = _withdrawn_report()
+
+    async def reports(request: httpx.Request) -> httpx.Response:
+        await fhir._enter(request)
+        if request.url.params.get("status") == "entered-in-error":
+            assert "date" not in request.url.params
+            return httpx.Response(200, json=searchset([withdrawn] if withdrawn["status"] == "entered-in-error" else []))
+        assert request.url.params["date"].startswith("ge")  # the windowed search: nothing from 2023
+        return httpx.Response(200, json=searchset([]))
+
+    respx_mock.get(f"{FHIR}/DiagnosticReport").mock(side_effect=reports)
+    response = await client.post(SERVICE, json=hook_request(None))
+    assert response.status_code == 200
+    assert engine.ids("DiagnosticReport") == {"cbc-withdrawn"}
+    assert not _cited(engine.reports[-1], "Observation/wbc-old"), "a withdrawn result is never evidence"
+
+    withdrawn["status"] = "final"  # the same report, not withdrawn: the 2023 result counts
+    await client.post(SERVICE, json=hook_request(None))
+    assert engine.ids("DiagnosticReport") == set()  # the windowed search does not reach 2023
+    assert _cited(engine.reports[-1], "Observation/wbc-old")

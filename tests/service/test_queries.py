@@ -295,10 +295,32 @@ def test_a_diagnosticreport_read_at_any_date_is_searched_without_a_date_bound() 
     (ln_reports,) = [q for q in queries_for(ln_trial) if q.resource_type == "DiagnosticReport"]
     assert ln_reports.since_param is None
     assert "date" not in ln_reports.search_params("p1", date(2026, 1, 1))
-    # NCT04582136 reads DiagnosticReports only as lab panels inside its windows: still bounded.
-    (sle_reports,) = [q for q in queries_for(TRIAL) if q.resource_type == "DiagnosticReport"]
+    # NCT04582136 reads DiagnosticReports only as lab panels inside its windows: still bounded
+    # (plus the reports that withdraw results, at any date: see the next test).
+    (sle_reports,) = [q for q in queries_for(TRIAL) if q.key == "diagnosticReports"]
     assert sle_reports.since_param == "date"
     assert sle_reports.search_params("p1", date(2026, 1, 1))["date"] == "ge2026-01-01"
+
+
+def test_reports_that_withdraw_results_are_searched_over_the_whole_record() -> None:
+    """Regression (noticed in issue 15, fixed in issue 14's round): SLICC 2012 reads results at any
+    date and a report entered in error withdraws the results it lists, but the DiagnosticReport
+    fallback search was bounded by the 30-day window: over HTTP (every Oracle Health call: no
+    prefetch) an old withdrawn report was never fetched and its results still counted, while
+    `cds screen` on the same chart ignored them."""
+    from cds.trials import get
+
+    (withdrawn,) = [q for q in queries_for(TRIAL) if q.key == "withdrawnReports"]
+    assert withdrawn.template() == "DiagnosticReport?patient={{context.patientId}}&status=entered-in-error"
+    assert withdrawn.since_param is None
+    assert withdrawn.search_params("p1", date(2026, 1, 1)) == {"patient": "p1", "status": "entered-in-error"}
+    report = {"resourceType": "DiagnosticReport", "id": "r", "subject": {"reference": "Patient/p1"}}
+    assert withdrawn.selects({**report, "status": "entered-in-error"}, "p1", date(2026, 1, 1))
+    assert not withdrawn.selects({**report, "status": "final"}, "p1")
+    # NCT06155604 reads every report at any date already: no second query
+    assert [q.key for q in queries_for(get("nct06155604")) if q.resource_type == "DiagnosticReport"] == [
+        "diagnosticReports"
+    ]
 
 
 def test_sledai_questionnaire_responses_are_fetched_bounded_by_authored() -> None:
