@@ -70,19 +70,25 @@ def export_plan(trial: Trial) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The resource types the trial reads (as the hook's prefetch, plus shared Medication) and the
     `_typeFilter` queries that narrow them the same way (the hook's own queries: Observation codes
     in the window, codes read over the whole record, categories read by text; several filters of one
-    type are OR-ed)."""
+    type are OR-ed). A type one query reads whole gets no filter: a filter would narrow the export
+    to what the others select (the reports entered in error, say, instead of every report)."""
     from cds.service.prefetch import PATIENT_TOKEN, queries_for
 
     types: list[str] = []
-    filters: list[str] = []
+    filters: dict[str, list[str]] = {}
+    whole: set[str] = set()
     for q in queries_for(trial):
         if q.resource_type not in types:
             types.append(q.resource_type)
         narrowing = [(n, v) for n, v in q.params if PATIENT_TOKEN not in v]
         if narrowing:
-            filters.append(f"{q.resource_type}?" + "&".join(f"{n}={v}" for n, v in narrowing))
+            filters.setdefault(q.resource_type, []).append(
+                f"{q.resource_type}?" + "&".join(f"{n}={v}" for n, v in narrowing)
+            )
+        else:
+            whole.add(q.resource_type)
     types.extend(t for t in AUX_TYPES if t not in types)
-    return tuple(types), tuple(filters)
+    return tuple(types), tuple(f for t in types if t not in whole for f in filters.get(t, ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,21 @@ def test_export_plan_reads_what_the_hook_reads() -> None:
     assert [f.split("=", 1)[0] for f in filters] == ["Observation?code", "Observation?code", "Observation?category"]
 
 
+def test_export_plan_exports_every_report_though_the_hook_also_searches_withdrawn_ones() -> None:
+    """Regression: the hook's second DiagnosticReport query (`status=entered-in-error`, at any date)
+    became a `_typeFilter`, which would have narrowed the bulk export to withdrawn reports only."""
+    from cds.service.prefetch import queries_for
+
+    trial = trial_for("NCT04582136")
+    assert [q.key for q in queries_for(trial) if q.resource_type == "DiagnosticReport"] == [
+        "diagnosticReports",
+        "withdrawnReports",
+    ]
+    types, filters = export_plan(trial)
+    assert "DiagnosticReport" in types
+    assert not [f for f in filters if f.startswith("DiagnosticReport")]
+
+
 def test_unknown_trial_is_refused_by_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli_main(["population", "--fhir-server", BASE, "--trial", "nct00000000"])
