@@ -13,7 +13,9 @@ the spec's recommended subset: an instance read and type searches with
 ``patient={{context.patientId}}`` and token equality (``code=system|code,...``,
 ``category=system|code,...``).
 
-For every query, in parallel (``asyncio.gather``) and within one deadline:
+For every query, in parallel (``asyncio.gather``) and within one deadline (a query answered by
+its prefetch value with no page to fetch needs no I/O, so it is read at once, without a task or a
+timer; only the queries that may wait on the FHIR server run as tasks):
 
 * a usable prefetch value is used: the Patient resource for the read; a searchset Bundle for a
   search (``search.mode = outcome`` entries and OperationOutcome entries are skipped; ``next`` links
@@ -264,7 +266,8 @@ class QueryOutcome:
 
 @dataclass(frozen=True, slots=True)
 class GatheredData:
-    """Everything the engine needs, plus what the logs and the card need to say about it."""
+    """Everything the engine needs, plus what the logs and the card need to say about it. Only
+    `resources` holds the resources; `outcomes` keep facts (sources, counts, problems)."""
 
     resources: list[dict[str, Any]]
     searched: frozenset[str]
