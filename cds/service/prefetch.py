@@ -351,29 +351,27 @@ def _needs_io(query: PrefetchQuery, value: Mapping[str, Any], client: FhirClient
     return next_link(value) is not None
 
 
-def _read_prefetch(query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway) -> _Answer:
-    """A prefetch value that needs no paging (`_needs_io` false), read with no I/O: what
-    `_from_prefetch` answers for it."""
-    if query.read or value.get("resourceType") != "Bundle":
-        return QueryOutcome(query, "prefetch"), [plain(value)]
-    result = gateway.read_bundle(value)
-    outcome = QueryOutcome(query, "prefetch", truncated=result.truncated)
-    if result.malformed:
-        outcome.prefetch_rejected = "malformed-entries"
-    return outcome, result.resources
-
-
-async def _from_prefetch(
-    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: FhirClient | None
-) -> _Answer:
-    if query.read or value.get("resourceType") != "Bundle":
-        return QueryOutcome(query, "prefetch"), [plain(value)]
-    result = await gateway.follow(client, value)
+def _bundle_answer(query: PrefetchQuery, result: SearchResult) -> _Answer:
     source: Source = "prefetch+fhir" if result.pages > 1 else "prefetch"
     outcome = QueryOutcome(query, source, truncated=result.truncated)
     if result.malformed:
         outcome.prefetch_rejected = "malformed-entries"
     return outcome, result.resources
+
+
+def _read_prefetch(query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway) -> _Answer:
+    """A prefetch value that needs no paging (`_needs_io` false), read with no I/O."""
+    if query.read or value.get("resourceType") != "Bundle":
+        return QueryOutcome(query, "prefetch"), [plain(value)]
+    return _bundle_answer(query, gateway.read_bundle(value))
+
+
+async def _from_prefetch(
+    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: FhirClient | None
+) -> _Answer:
+    if not _needs_io(query, value, client):
+        return _read_prefetch(query, value, gateway)
+    return _bundle_answer(query, await gateway.follow(client, value))
 
 
 async def _from_fhir(
