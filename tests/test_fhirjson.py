@@ -4,6 +4,8 @@ dates and instants, codings."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -140,3 +142,72 @@ def test_codings() -> None:
     assert token_match([concept], ["http://snomed.info/sct|55464009"])
     assert token_match([concept], ["M32.9"])
     assert not token_match([concept], ["http://hl7.org/fhir/sid/icd-10-cm|M32.9"])
+
+
+def _composed(bundle: dict[str, Any]) -> tuple[list[Any], int]:
+    """`searchset_resources` as the composition of the entry helpers it fuses."""
+    entries, malformed = bundle_entries(bundle)
+    typed = [e for e in entries if not fhirjson.is_operation_outcome(e.resource)]
+    kept = [e for e in typed if fhirjson.resource_type(e.resource) is not None]
+    kept, index = with_local_ids(kept)
+    urns = fhirjson.urn_index(index)
+    return [resolve_local_references(e.resource, urns) for e in kept], malformed + len(typed) - len(kept)
+
+
+ODD_BUNDLES: list[dict[str, Any]] = [
+    {},
+    {"entry": None},
+    {"entry": {}},
+    {"entry": [1, None, {"resource": []}, {"fullUrl": "x"}, {"search": "x", "resource": {"resourceType": "Patient"}}]},
+    {
+        "entry": [
+            {"fullUrl": URN, "resource": {"resourceType": "Patient"}},
+            {"fullUrl": "urn:uuid:", "resource": {"resourceType": "Patient"}},
+            {"fullUrl": URN, "resource": {"resourceType": "Patient", "id": "later"}},
+            {"fullUrl": "https://h/fhir/Patient/z", "resource": {"resourceType": "Patient", "id": "z"}},
+            {"resource": {"resourceType": "Condition", "subject": {"reference": URN}, "note": [{"reference": URN}]}},
+            {"resource": {"resourceType": "Condition", "subject": {"reference": "urn:uuid:unknown"}}},
+            {"resource": {"resourceType": "OperationOutcome"}},
+            {"resource": {"resourceType": "Condition", "id": "o"}, "search": {"mode": "outcome"}},
+            {"resource": {"id": "untyped"}},
+            {"resource": {"resourceType": ""}},
+            {"resource": {"resourceType": 3}},
+            {"fullUrl": 5, "resource": {"resourceType": "Observation", "id": "o5"}},
+        ]
+    },
+    {
+        "entry": [
+            MappingProxyType({"fullUrl": URN, "resource": MappingProxyType({"resourceType": "Patient"})}),
+            {
+                "resource": MappingProxyType(
+                    {"resourceType": "Condition", "subject": MappingProxyType({"reference": URN})}
+                )
+            },
+            {"resource": {"resourceType": "Condition", "id": "c"}, "search": MappingProxyType({"mode": "outcome"})},
+        ]
+    },
+]
+
+
+@pytest.mark.parametrize("bundle", ODD_BUNDLES)
+def test_searchset_resources_is_the_composition_of_the_entry_helpers(bundle: dict[str, Any]) -> None:
+    assert fhirjson.searchset_resources(bundle) == _composed(bundle)
+
+
+def test_searchset_resources_resolves_urn_references_and_counts_junk() -> None:
+    resources, malformed = fhirjson.searchset_resources(ODD_BUNDLES[4])
+    pid = URN.removeprefix("urn:uuid:")
+    assert [r.get("id") for r in resources] == [pid, "", "later", "z", None, None, "o5"]
+    assert resources[4]["subject"] == {"reference": "Patient/later"}  # the last entry with that fullUrl wins
+    assert resources[4]["note"] == [{"reference": "Patient/later"}]
+    assert resources[5]["subject"] == {"reference": "urn:uuid:unknown"}
+    assert malformed == 3
+    assert fhirjson.searchset_resources({"entry": "nope"}) == ([], 1)
+
+
+def test_is_mapping_accepts_dicts_and_other_mappings() -> None:
+    assert fhirjson.is_mapping({})
+    assert fhirjson.is_mapping(MappingProxyType({"a": 1}))
+    assert not fhirjson.is_mapping([("a", 1)])
+    assert fhirjson.resource_type(MappingProxyType({"resourceType": "Patient"})) == "Patient"
+    assert fhirjson.resource_id(MappingProxyType({"id": "p"})) == "p"

@@ -121,13 +121,8 @@ def bundle_entries(bundle: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int
     """The resources of a Bundle (``search.mode = outcome`` entries and OperationOutcomes skipped;
     ``urn:uuid:`` references to the Bundle's own entries rewritten to ``Type/id``), and the number of
     malformed entries (not an object, no resource object, no string resourceType)."""
-    entries, malformed = fhirjson.bundle_entries(bundle)
-    typed = [e for e in entries if not is_operation_outcome(e.resource)]
-    kept = [e for e in typed if fhirjson.resource_type(e.resource) is not None]
-    malformed += len(typed) - len(kept)
-    kept, index = fhirjson.with_local_ids(kept)
-    urns = fhirjson.urn_index(index)
-    return [plain(fhirjson.resolve_local_references(e.resource, urns)) for e in kept], malformed
+    resources, malformed = fhirjson.searchset_resources(bundle)
+    return [r if type(r) is dict else plain(r) for r in resources], malformed
 
 
 def bundle_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -313,31 +308,43 @@ class FhirGateway:
         link and no `fhirServer`): the result is then marked truncated. A `next` link outside the
         client's base is not followed (truncated, logged without the URL).
         """
-        limits = self.limits
         result = SearchResult()
-        page: Mapping[str, Any] = bundle
-        while True:
-            result.pages += 1
-            resources, malformed = bundle_entries(page)
-            result.resources.extend(resources)
-            result.malformed += malformed
-            if len(result.resources) > limits.max_resources:
-                del result.resources[limits.max_resources :]
-                result.truncated = True
-                break
-            link = next_link(page)
-            if link is None:
-                break
-            if client is None or result.pages >= limits.max_pages or len(result.resources) >= limits.max_resources:
-                result.truncated = True
-                break
-            try:
-                url = client.request_url(link) if same_base(link, client.url) else None
-            except FhirOutsideBase:
-                url = None
-            if url is None:
-                log.warning("fhir.next_link_outside_base", extra={"event": "fhir.next_link_outside_base"})
-                result.truncated = True
-                break
+        url = self._take_page(result, bundle, client)
+        while url is not None and client is not None:
             page = await client.bundle(url, "a next page")
+            url = self._take_page(result, page, client)
         return result
+
+    def read_bundle(self, bundle: Mapping[str, Any]) -> SearchResult:
+        """`follow` without a FHIR server, so without any I/O: the Bundle's own resources, marked
+        truncated if it has a `next` link (the same answer `follow(None, bundle)` gives)."""
+        result = SearchResult()
+        self._take_page(result, bundle, None)
+        return result
+
+    def _take_page(self, result: SearchResult, page: Mapping[str, Any], client: FhirClient | None) -> str | None:
+        """Add one page to `result` within the limits; the checked URL of the next page to read, or
+        None when the search is done or cut short (then `result.truncated`)."""
+        limits = self.limits
+        result.pages += 1
+        resources, malformed = bundle_entries(page)
+        result.resources.extend(resources)
+        result.malformed += malformed
+        if len(result.resources) > limits.max_resources:
+            del result.resources[limits.max_resources :]
+            result.truncated = True
+            return None
+        link = next_link(page)
+        if link is None:
+            return None
+        if client is None or result.pages >= limits.max_pages or len(result.resources) >= limits.max_resources:
+            result.truncated = True
+            return None
+        try:
+            url = client.request_url(link) if same_base(link, client.url) else None
+        except FhirOutsideBase:
+            url = None
+        if url is None:
+            log.warning("fhir.next_link_outside_base", extra={"event": "fhir.next_link_outside_base"})
+            result.truncated = True
+        return url

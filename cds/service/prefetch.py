@@ -13,7 +13,9 @@ the spec's recommended subset: an instance read and type searches with
 ``patient={{context.patientId}}`` and token equality (``code=system|code,...``,
 ``category=system|code,...``).
 
-For every query, in parallel (``asyncio.gather``) and within one deadline:
+For every query, in parallel (``asyncio.gather``) and within one deadline (a query answered by
+its prefetch value with no page to fetch needs no I/O, so it is read at once, without a task or a
+timer; only the queries that may wait on the FHIR server run as tasks):
 
 * a usable prefetch value is used: the Patient resource for the read; a searchset Bundle for a
   search (``search.mode = outcome`` entries and OperationOutcome entries are skipped; ``next`` links
@@ -59,13 +61,13 @@ only), and a missing key is unobtainable with that reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal, Protocol
 
 from cds.engine.facts import REPORT_WITHDRAWN
-from cds.engine.record import MEDICATION_TYPES, READ_TYPES, about_patient
+from cds.engine.record import MEDICATION_TYPES, READ_TYPES, SUBJECT_FIELD, about_patient
 from cds.engine.timeutil import span
 from cds.errors import DataUnavailable, FhirError, FhirInvalidBody, FhirTimeout, combined_fhir_error
 from cds.fhir.gateway import (
@@ -73,6 +75,7 @@ from cds.fhir.gateway import (
     FhirGateway,
     SearchResult,
     is_operation_outcome,
+    next_link,
     plain,
 )
 from cds.fhirjson import token_match
@@ -260,9 +263,12 @@ def prefetch_templates(queries: Iterable[PrefetchQuery]) -> dict[str, str]:
 
 @dataclass(slots=True)
 class QueryOutcome:
+    """What one query gave: facts only. The resources themselves go to `GatheredData.resources`
+    alone, so that a caller can release what no criterion reads once the engine has its input."""
+
     query: PrefetchQuery
     source: Source
-    resources: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0  # resources the query gave (before the de-duplication across queries)
     ok: bool = True
     truncated: bool = False
     problem: str | None = None  # PHI-free explanation when not ok
@@ -273,7 +279,8 @@ class QueryOutcome:
 
 @dataclass(frozen=True, slots=True)
 class GatheredData:
-    """Everything the engine needs, plus what the logs and the card need to say about it."""
+    """Everything the engine needs, plus what the logs and the card need to say about it. Only
+    `resources` holds the resources; `outcomes` keep facts (sources, counts, problems)."""
 
     resources: list[dict[str, Any]]
     searched: frozenset[str]
@@ -284,8 +291,12 @@ class GatheredData:
         return {o.query.key: o.source if o.ok else "failed" for o in self.outcomes}
 
 
+# One query's outcome and the resources it gave (merged into `GatheredData.resources`, then dropped).
+_Answer = tuple[QueryOutcome, list[dict[str, Any]]]
+
+
 def _unwrap(value: Any) -> Any:
-    if isinstance(value, Mapping) and "resourceType" not in value and "resource" in value:
+    if (type(value) is dict or isinstance(value, Mapping)) and "resourceType" not in value and "resource" in value:
         # Pre-1.0 clients (old sandbox) wrapped values: {"response": {"status": ...}, "resource": ...}
         response = value.get("response")
         status = str(response.get("status", "200")) if isinstance(response, Mapping) else "200"
@@ -309,23 +320,34 @@ def _effective_on_or_after(resource: Mapping[str, Any], since: date) -> bool:
 
 def misfit(query: PrefetchQuery, resources: Sequence[Mapping[str, Any]], patient_id: str) -> str | None:
     """Why these resources cannot be the answer to `query` for this patient (a code), or None."""
-    allowed = {query.resource_type, "Medication"} if query.resource_type in MEDICATION_TYPES else {query.resource_type}
+    wanted = query.resource_type
+    medication = wanted in MEDICATION_TYPES
+    subject = SUBJECT_FIELD.get(wanted)
+    # A reference that is exactly "Patient/<id>" names the patient (what `about_patient` would find,
+    # read without parsing) - when the id cannot itself hold reference syntax.
+    direct = f"Patient/{patient_id}" if patient_id and "/" not in patient_id and "?" not in patient_id else None
     for resource in resources:
         rtype = resource.get("resourceType")
-        if rtype not in allowed:
-            return "wrong-type"
-        if rtype == "Patient":
-            if resource.get("id") != patient_id:
+        if rtype == wanted:
+            if rtype == "Patient":
+                if resource.get("id") != patient_id:
+                    return "other-patient"
+                continue
+            if subject is not None and direct is not None:
+                ref = resource.get(subject)
+                if type(ref) is dict and ref.get("reference") == direct:
+                    continue
+            if not about_patient(resource, patient_id):
                 return "other-patient"
-        elif rtype != "Medication" and not about_patient(resource, patient_id):
-            return "other-patient"
+        elif not (medication and rtype == "Medication"):
+            return "wrong-type"
     return None
 
 
 def _usable(query: PrefetchQuery, value: Any) -> Mapping[str, Any] | None:
     """The prefetched value if it has the shape of an answer to this query, else None (then fetched)."""
     value = _unwrap(value)
-    if not isinstance(value, Mapping) or is_operation_outcome(value):
+    if (type(value) is not dict and not isinstance(value, Mapping)) or is_operation_outcome(value):
         return None
     rtype = value.get("resourceType")
     if query.read:
@@ -335,80 +357,127 @@ def _usable(query: PrefetchQuery, value: Any) -> Mapping[str, Any] | None:
     return None
 
 
-async def _from_prefetch(
-    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: FhirClient | None
-) -> QueryOutcome:
-    if query.read or value.get("resourceType") != "Bundle":
-        return QueryOutcome(query, "prefetch", [plain(value)])
-    result = await gateway.follow(client, value)
+def _needs_io(query: PrefetchQuery, value: Mapping[str, Any], client: FhirClient | None) -> bool:
+    """Whether reading this usable prefetch value may contact the FHIR server (a ``next`` link to page)."""
+    if client is None or query.read or value.get("resourceType") != "Bundle":
+        return False
+    return next_link(value) is not None
+
+
+def _bundle_answer(query: PrefetchQuery, result: SearchResult) -> _Answer:
     source: Source = "prefetch+fhir" if result.pages > 1 else "prefetch"
-    outcome = QueryOutcome(query, source, result.resources, truncated=result.truncated)
+    outcome = QueryOutcome(query, source, truncated=result.truncated)
     if result.malformed:
         outcome.prefetch_rejected = "malformed-entries"
-    return outcome
+    return outcome, result.resources
+
+
+def _read_prefetch(query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway) -> _Answer:
+    """A prefetch value that needs no paging (`_needs_io` false), read with no I/O."""
+    if query.read or value.get("resourceType") != "Bundle":
+        return QueryOutcome(query, "prefetch"), [plain(value)]
+    return _bundle_answer(query, gateway.read_bundle(value))
+
+
+async def _from_prefetch(
+    query: PrefetchQuery, value: Mapping[str, Any], gateway: FhirGateway, client: FhirClient | None
+) -> _Answer:
+    if not _needs_io(query, value, client):
+        return _read_prefetch(query, value, gateway)
+    return _bundle_answer(query, await gateway.follow(client, value))
 
 
 async def _from_fhir(
     query: PrefetchQuery, patient_id: str, gateway: FhirGateway, client: FhirClient, since: date | None
-) -> QueryOutcome:
+) -> _Answer:
     if query.read:
         resource = await gateway.read(client, query.resource_type, patient_id)
-        return QueryOutcome(query, "fhir", [resource])
+        return QueryOutcome(query, "fhir"), [resource]
     params = query.search_params(patient_id, since)
     found: SearchResult = await gateway.search(client, query.resource_type, params)
     if found.malformed:
         raise FhirInvalidBody(f"the FHIR server returned malformed {query.resource_type} search entries")
-    return QueryOutcome(query, "fhir", found.resources, truncated=found.truncated)
+    return QueryOutcome(query, "fhir", truncated=found.truncated), found.resources
+
+
+def _unobtainable(query: PrefetchQuery, unavailable: str, rejected: str | None) -> _Answer:
+    problem = unavailable if rejected is None else f"the prefetched data was not usable ({rejected})"
+    return QueryOutcome(query, "none", ok=False, problem=problem, prefetch_rejected=rejected), []
+
+
+def _without_io(
+    query: PrefetchQuery,
+    value: Mapping[str, Any] | None,
+    patient_id: str,
+    gateway: FhirGateway,
+    client: FhirClient | None,
+    unavailable: str,
+) -> _Answer | str | None:
+    """The answer to `query` when it needs no I/O (a usable prefetch value that needs no paging, or
+    nothing to fetch from); else the code of the rejected prefetch value to fetch in its place, or
+    None (fetch, or page from the prefetched Bundle, through `_obtain`)."""
+    if value is None:
+        return _unobtainable(query, unavailable, None) if client is None else None
+    if _needs_io(query, value, client):
+        return None
+    answer = _read_prefetch(query, value, gateway)
+    rejected = answer[0].prefetch_rejected or misfit(query, answer[1], patient_id)
+    if rejected is None:
+        return answer
+    return _unobtainable(query, unavailable, rejected) if client is None else rejected
 
 
 async def _obtain(
     query: PrefetchQuery,
-    request: CdsRequest,
+    value: Mapping[str, Any] | None,
+    rejected: str | None,
+    patient_id: str,
     gateway: FhirGateway,
     client: FhirClient | None,
     unavailable: str,
     since: date | None,
-) -> QueryOutcome:
-    patient_id = request.context.patientId
-    prefetch = request.prefetch or {}
-    value = _usable(query, prefetch.get(query.key))
-    rejected: str | None = None
+) -> _Answer:
+    """`value`: a usable prefetch value to read (paging through `client`); `rejected`: why the
+    prefetch value was not used, when it was already read and refused."""
     try:
         if value is not None:
-            outcome = await _from_prefetch(query, value, gateway, client)
-            rejected = outcome.prefetch_rejected or misfit(query, outcome.resources, patient_id)
+            outcome, resources = await _from_prefetch(query, value, gateway, client)
+            rejected = outcome.prefetch_rejected or misfit(query, resources, patient_id)
             if rejected is None:
-                return outcome
+                return outcome, resources
         if client is None:
-            problem = unavailable if rejected is None else f"the prefetched data was not usable ({rejected})"
-            return QueryOutcome(query, "none", ok=False, problem=problem, prefetch_rejected=rejected)
-        outcome = await _from_fhir(query, patient_id, gateway, client, since)
+            return _unobtainable(query, unavailable, rejected)
+        outcome, resources = await _from_fhir(query, patient_id, gateway, client, since)
         outcome.prefetch_rejected = rejected
-        wrong = misfit(query, outcome.resources, patient_id)
+        wrong = misfit(query, resources, patient_id)
         if wrong is not None:
             raise FhirInvalidBody(f"the FHIR server returned records that do not fit the query ({wrong})")
-        return outcome
+        return outcome, resources
     except FhirError as exc:
-        return QueryOutcome(
+        failed = QueryOutcome(
             query, "fhir", ok=False, problem=exc.message, fhir_error=True, error=exc, prefetch_rejected=rejected
         )
+        return failed, []
 
 
 async def _obtain_by(
     deadline: float,
     query: PrefetchQuery,
-    request: CdsRequest,
+    value: Mapping[str, Any] | None,
+    rejected: str | None,
+    patient_id: str,
     gateway: FhirGateway,
     client: FhirClient | None,
     unavailable: str,
     since: date | None,
-) -> QueryOutcome:
+) -> _Answer:
     try:
         async with asyncio.timeout_at(deadline):
-            return await _obtain(query, request, gateway, client, unavailable, since)
+            return await _obtain(query, value, rejected, patient_id, gateway, client, unavailable, since)
     except TimeoutError:
         problem = "FHIR reads did not finish within the deadline"
-        return QueryOutcome(query, "fhir", ok=False, problem=problem, fhir_error=True, error=FhirTimeout(problem))
+        timed_out = QueryOutcome(query, "fhir", ok=False, problem=problem, fhir_error=True, error=FhirTimeout(problem))
+        return timed_out, []
 
 
 async def gather_data(
@@ -437,14 +506,30 @@ async def gather_data(
         client = gateway.client(request.fhirServer, request.access_token)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_seconds
-    outcomes = await asyncio.gather(
-        *(_obtain_by(deadline, q, request, gateway, client, unavailable, since) for q in queries)
-    )
+    patient_id = request.context.patientId
+    prefetch = request.prefetch or {}
+    # What needs no I/O (a complete prefetch, or nothing to fetch from) is answered here; only the
+    # queries that may wait on the FHIR server run as tasks, each within the deadline.
+    answers: list[_Answer | None] = []
+    waits: list[Coroutine[Any, Any, _Answer]] = []
+    for query in queries:
+        value = _usable(query, prefetch.get(query.key))
+        answer = _without_io(query, value, patient_id, gateway, client, unavailable)
+        if answer is None or isinstance(answer, str):
+            pending, rejected = (None, answer) if isinstance(answer, str) else (value, None)
+            wait = _obtain_by(deadline, query, pending, rejected, patient_id, gateway, client, unavailable, since)
+            waits.append(wait)
+            answers.append(None)
+        else:
+            answers.append(answer)
+    fetched = iter(await asyncio.gather(*waits) if waits else ())
+    done = [a if a is not None else next(fetched) for a in answers]
+    outcomes = [outcome for outcome, _ in done]
 
     if log_record is not None:
-        rejected = {o.query.key: o.prefetch_rejected for o in outcomes if o.prefetch_rejected}
-        if rejected:
-            log_record["prefetchRejected"] = rejected
+        refused = {o.query.key: o.prefetch_rejected for o in outcomes if o.prefetch_rejected}
+        if refused:
+            log_record["prefetchRejected"] = refused
     missing = [o for o in outcomes if not o.ok and (require_all or o.query.required)]
     if missing:
         detail = "; ".join(f"{o.query.resource_type}: {o.problem}" for o in missing)
@@ -457,9 +542,10 @@ async def gather_data(
     seen: set[tuple[str, str]] = set()  # a resource two queries return (code and category) is read once
     searched: set[str] = set()
     incomplete: list[str] = []
-    for outcome in outcomes:
+    for outcome, found in done:
+        outcome.count = len(found)
         if outcome.ok:
-            for resource in outcome.resources:
+            for resource in found:
                 rid = resource.get("id")
                 if isinstance(rid, str):
                     key = (str(resource.get("resourceType")), rid)

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -224,3 +225,33 @@ async def test_connections_are_pooled_and_reused() -> None:
         await gw.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_read_bundle_is_follow_without_a_server(gateway: FhirGateway) -> None:
+    for bundle in (page([obs(1), obs(2)]), page([obs(1)], f"{BASE}?_getpages=x"), {"resourceType": "Bundle"}):
+        assert gateway.read_bundle(bundle) == await gateway.follow(None, bundle)
+
+
+async def test_read_bundle_keeps_the_resource_bound() -> None:
+    gw = FhirGateway(GatewayLimits(max_resources=2))
+    try:
+        result = gw.read_bundle(page([obs(1), obs(2), obs(3)]))
+    finally:
+        await gw.aclose()
+    assert [r["id"] for r in result.resources] == ["o1", "o2"]
+    assert result.truncated
+
+
+def test_bundle_resources_copies_other_mappings_into_dicts() -> None:
+    resource = MappingProxyType(
+        {**obs(1), "subject": MappingProxyType({"reference": "Patient/p1"}), "note": ({"a": 1},)}
+    )
+    found = bundle_resources({"entry": [MappingProxyType({"resource": resource})]})
+    assert found == [{**obs(1), "subject": {"reference": "Patient/p1"}, "note": [{"a": 1}]}]
+    assert type(found[0]) is dict
+    assert type(found[0]["subject"]) is dict
+
+
+def test_bundle_resources_returns_prefetched_dicts_without_copying() -> None:
+    resource = obs(1)
+    assert bundle_resources(page([resource]))[0] is resource
