@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -129,30 +129,35 @@ class Entry:
     resource: Mapping[str, Any]
 
 
-def bundle_entries(bundle: Mapping[str, Any]) -> tuple[list[Entry], int]:
-    """The entries of a Bundle that hold a resource object (``search.mode = outcome`` skipped), and
-    the number of malformed entries (``entry`` not a list, an entry or its resource not an object)."""
-    raw = bundle.get("entry")
-    if raw is None:
-        return [], 0
-    if not isinstance(raw, list):
-        return [], 1
-    out: list[Entry] = []
-    malformed = 0
-    for entry in raw:
+def _entry_resources(entries: list[Any], malformed: list[int]) -> Iterator[tuple[Any, Mapping[str, Any]]]:
+    """(fullUrl, resource object) of each entry that holds one, ``search.mode = outcome`` skipped;
+    entries that are not objects, or hold no resource object, are counted in ``malformed[0]``."""
+    for entry in entries:
         if type(entry) is not dict and not isinstance(entry, Mapping):
-            malformed += 1
+            malformed[0] += 1
             continue
         search = entry.get("search")
         if (type(search) is dict or isinstance(search, Mapping)) and search.get("mode") == "outcome":
             continue
         resource = entry.get("resource")
         if type(resource) is not dict and not isinstance(resource, Mapping):
-            malformed += 1
+            malformed[0] += 1
             continue
-        full_url = entry.get("fullUrl")
-        out.append(Entry(full_url if isinstance(full_url, str) and full_url else None, resource))
-    return out, malformed
+        yield entry.get("fullUrl"), resource
+
+
+def bundle_entries(bundle: Mapping[str, Any]) -> tuple[list[Entry], int]:
+    """The entries of a Bundle that hold a resource object (``search.mode = outcome`` skipped), and
+    the number of malformed entries (``entry`` not a list, an entry or its resource not an object)."""
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return [], 0 if entries is None else 1
+    malformed = [0]
+    out = [
+        Entry(full_url if isinstance(full_url, str) and full_url else None, resource)
+        for full_url, resource in _entry_resources(entries, malformed)
+    ]
+    return out, malformed[0]
 
 
 def searchset_resources(bundle: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], int]:
@@ -161,32 +166,19 @@ def searchset_resources(bundle: Mapping[str, Any]) -> tuple[list[Mapping[str, An
     `bundle_entries`' count; ``urn:uuid:`` ids and references resolved as `with_local_ids`,
     `urn_index` and `resolve_local_references` do. The same answer as that composition (tested
     against it), without building an `Entry` per resource or walking each resource several times."""
-    raw = bundle.get("entry")
-    if raw is None:
-        return [], 0
-    if not isinstance(raw, list):
-        return [], 1
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return [], 0 if entries is None else 1
     out: list[Mapping[str, Any]] = []
     urns: dict[str, str] = {}
-    malformed = 0
-    for entry in raw:
-        if type(entry) is not dict and not isinstance(entry, Mapping):
-            malformed += 1
-            continue
-        search = entry.get("search")
-        if (type(search) is dict or isinstance(search, Mapping)) and search.get("mode") == "outcome":
-            continue
-        resource = entry.get("resource")
-        if type(resource) is not dict and not isinstance(resource, Mapping):
-            malformed += 1
-            continue
+    malformed = [0]
+    for full_url, resource in _entry_resources(entries, malformed):
         rtype = resource.get("resourceType")
         if not isinstance(rtype, str) or not rtype:
-            malformed += 1
+            malformed[0] += 1
             continue
         if rtype == "OperationOutcome":
             continue
-        full_url = entry.get("fullUrl")
         if isinstance(full_url, str) and full_url.startswith(URN_UUID):
             rid = resource.get("id")
             if not isinstance(rid, str) or not rid:
@@ -197,7 +189,7 @@ def searchset_resources(bundle: Mapping[str, Any]) -> tuple[list[Mapping[str, An
         out.append(resource)
     if urns:
         out = [resolve_local_references(r, urns) for r in out]
-    return out, malformed
+    return out, malformed[0]
 
 
 def with_local_ids(entries: Iterable[Entry]) -> tuple[list[Entry], dict[str, str]]:
